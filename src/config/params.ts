@@ -1,0 +1,71 @@
+/**
+ * Every configuration parameter, declared once: its name, type, default, flag, environment
+ * variable, whether it is a secret, which roles take it and, where Calico has one, the datastore
+ * field (FelixConfiguration / BGPConfiguration) that can set it. Help text, `--print-config`,
+ * the resolver and the generated reference in docs/ all read this table. Pure data.
+ */
+export const ROLES = ['node', 'reflector', 'proxy', 'cni', 'ctl', 'status'] as const;
+export type Role = (typeof ROLES)[number];
+
+export type ParamType = 'string' | 'int' | 'bool' | 'list' | 'duration';
+
+export interface ParamDecl {
+  /** camelCase key used in code and in the YAML config file. */
+  readonly name: string;
+  readonly type: ParamType;
+  readonly default: string | number | boolean | readonly string[] | undefined;
+  /** Kebab-case flag without the dashes. */
+  readonly flag: string;
+  readonly env?: string;
+  readonly secret?: boolean;
+  readonly description: string;
+  readonly roles: readonly Role[] | 'all';
+  /** Allowed values, for enumerations. */
+  readonly choices?: readonly string[];
+  /** Where a datastore resource can set it (lower precedence than flags, env and the file). */
+  readonly datastore?: { readonly kind: 'FelixConfiguration' | 'BGPConfiguration'; readonly field: string };
+}
+
+const ALL = 'all' as const;
+
+export const PARAMS: readonly ParamDecl[] = [
+  // Every role.
+  { name: 'etcdEndpoints', type: 'list', default: ['http://127.0.0.1:2379'], flag: 'etcd-endpoints', env: 'ETCD_ENDPOINTS', description: 'etcd client URLs, comma separated', roles: ALL },
+  { name: 'etcdCaCertFile', type: 'string', default: undefined, flag: 'etcd-ca-cert-file', env: 'ETCD_CA_CERT_FILE', description: 'CA certificate that signed the etcd servers\' certificates', roles: ALL },
+  { name: 'etcdCertFile', type: 'string', default: undefined, flag: 'etcd-cert-file', env: 'ETCD_CERT_FILE', description: 'client certificate for etcd', roles: ALL },
+  { name: 'etcdKeyFile', type: 'string', default: undefined, flag: 'etcd-key-file', env: 'ETCD_KEY_FILE', description: 'client key for etcd', roles: ALL },
+  { name: 'etcdUsername', type: 'string', default: undefined, flag: 'etcd-username', env: 'ETCD_USERNAME', description: 'etcd user name', roles: ALL },
+  { name: 'etcdPassword', type: 'string', default: undefined, flag: 'etcd-password', env: 'ETCD_PASSWORD', secret: true, description: 'etcd password', roles: ALL },
+  { name: 'runDir', type: 'string', default: '/var/run/routecat', flag: 'run-dir', env: 'ROUTECAT_RUN_DIR', description: 'state directory and control socket', roles: ALL },
+  { name: 'logLevel', type: 'string', default: 'info', flag: 'log-level', env: 'ROUTECAT_LOG_LEVEL', choices: ['debug', 'info', 'warn', 'error', 'silent'], description: 'log level', roles: ALL, datastore: { kind: 'FelixConfiguration', field: 'logSeverityScreen' } },
+  { name: 'config', type: 'string', default: undefined, flag: 'config', env: 'ROUTECAT_CONFIG', description: 'YAML file of parameters (camelCase or flag names)', roles: ALL },
+
+  // node (Felix + BGP speaker) and reflector.
+  { name: 'nodename', type: 'string', default: undefined, flag: 'name', env: 'NODENAME', description: 'this host\'s Node resource name (default: the host name)', roles: ['node', 'reflector', 'status'] },
+  { name: 'ip', type: 'string', default: undefined, flag: 'ip', env: 'IP', description: 'IPv4 address for BGP (default: autodetected, first found)', roles: ['node', 'reflector'] },
+  { name: 'ip6', type: 'string', default: undefined, flag: 'ip6', env: 'IP6', description: 'IPv6 address for BGP', roles: ['node', 'reflector'] },
+  { name: 'asNumber', type: 'int', default: undefined, flag: 'as', env: 'AS', description: 'this node\'s AS number (default: BGPConfiguration asNumber, else 64512)', roles: ['node', 'reflector'] },
+  { name: 'networkingBackend', type: 'string', default: 'bird', flag: 'networking-backend', env: 'CALICO_NETWORKING_BACKEND', choices: ['bird', 'bgp', 'none'], description: 'bird/bgp runs the BGP speaker; none is policy-only', roles: ['node'] },
+  { name: 'bgp', type: 'bool', default: true, flag: 'bgp', env: 'ROUTECAT_BGP', description: 'run the BGP speaker (--no-bgp for policy-only)', roles: ['node'] },
+  { name: 'dataplane', type: 'string', default: 'iptables', flag: 'dataplane', env: 'ROUTECAT_DATAPLANE', choices: ['iptables', 'nftables'], description: 'ACL backend', roles: ['node'] },
+  { name: 'interfacePrefix', type: 'string', default: 'cali', flag: 'interface-prefix', env: 'FELIX_INTERFACEPREFIX', description: 'host-side workload interface name prefix', roles: ['node', 'cni'], datastore: { kind: 'FelixConfiguration', field: 'interfacePrefix' } },
+  { name: 'routeRefreshInterval', type: 'duration', default: '10s', flag: 'route-refresh-interval', env: 'FELIX_ROUTEREFRESHINTERVAL', description: 'period of the full kernel re-read that repairs drift', roles: ['node'], datastore: { kind: 'FelixConfiguration', field: 'routeRefreshInterval' } },
+  { name: 'reportingInterval', type: 'duration', default: '30s', flag: 'reporting-interval', env: 'FELIX_REPORTINGINTERVAL', description: 'how often status is written to the datastore', roles: ['node'], datastore: { kind: 'FelixConfiguration', field: 'reportingInterval' } },
+  { name: 'healthHost', type: 'string', default: '127.0.0.1', flag: 'health-host', env: 'FELIX_HEALTHHOST', description: 'address for /liveness and /readiness', roles: ['node', 'reflector', 'proxy'], datastore: { kind: 'FelixConfiguration', field: 'healthHost' } },
+  { name: 'healthPort', type: 'int', default: 9099, flag: 'health-port', env: 'FELIX_HEALTHPORT', description: 'port for /liveness and /readiness (0 disables)', roles: ['node', 'reflector', 'proxy'], datastore: { kind: 'FelixConfiguration', field: 'healthPort' } },
+  { name: 'metricsPort', type: 'int', default: 9091, flag: 'metrics-port', env: 'FELIX_PROMETHEUSMETRICSPORT', description: 'Prometheus metrics port on the health host (0 disables)', roles: ['node', 'reflector', 'proxy'], datastore: { kind: 'FelixConfiguration', field: 'prometheusMetricsPort' } },
+  { name: 'bgpListenPort', type: 'int', default: 179, flag: 'bgp-listen-port', env: 'ROUTECAT_BGP_LISTEN_PORT', description: 'TCP port the BGP speaker listens on', roles: ['node', 'reflector'], datastore: { kind: 'BGPConfiguration', field: 'listenPort' } },
+  { name: 'clusterId', type: 'string', default: undefined, flag: 'cluster-id', env: 'ROUTECAT_CLUSTER_ID', description: 'route reflector cluster ID (default: the Node\'s routeReflectorClusterID, else the router ID)', roles: ['reflector'] },
+
+  // proxy.
+  { name: 'listen', type: 'string', default: '127.0.0.1:2379', flag: 'listen', env: 'ROUTECAT_PROXY_LISTEN', description: 'address the etcd proxy serves on', roles: ['proxy'] },
+  { name: 'cachePrefixes', type: 'list', default: ['/calico/'], flag: 'cache-prefixes', env: 'ROUTECAT_PROXY_CACHE_PREFIXES', description: 'key prefixes held in the cache', roles: ['proxy'] },
+];
+
+export function paramsFor(role: Role): ParamDecl[] {
+  return PARAMS.filter((p) => p.roles === 'all' || p.roles.includes(role));
+}
+
+export function paramByName(name: string): ParamDecl | undefined {
+  return PARAMS.find((p) => p.name === name);
+}
