@@ -21,13 +21,28 @@ ensure_packages() {
   apt-get install -y -qq --no-install-recommends "${ROUTECAT_APT_PACKAGES[@]}" >/dev/null
 }
 
-# Runs `npm ci` unless node_modules already matches package-lock.json.
+# `npm ci` unless node_modules already matches package-lock.json. The registry here lacks other
+# platforms' optional packages (@deno/darwin-*, ...), so `npm ci` may refuse the lock as out of sync;
+# then `npm install` with the same lock installs the same versions and must leave the lock unchanged.
 ensure_node_modules() {
-  local stamp=node_modules/.routecat-lock-hash
-  local want
+  local stamp=node_modules/.routecat-lock-hash want err
   want=$(sha256sum package-lock.json | cut -d' ' -f1)
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return 0; fi
+  err=$(mktemp)
   echo "setup: npm ci" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  if ! npm ci --no-audit --no-fund --loglevel=error 2>"$err"; then
+    if ! grep -q 'EUSAGE' "$err"; then cat "$err" >&2; rm -f "$err"; return 1; fi
+    echo "setup: npm ci refused the lock ($(grep -m1 'Missing:' "$err" | sed 's/^npm error //')...): npm install with the same lock" >&2
+    cp package-lock.json "$err.lock"
+    npm install --no-audit --no-fund --loglevel=error
+    if ! cmp -s package-lock.json "$err.lock"; then
+      cp "$err.lock" package-lock.json
+      echo "setup: npm install wanted to change package-lock.json: the lock is out of date with package.json" >&2
+      rm -f "$err" "$err.lock"
+      return 1
+    fi
+    rm -f "$err.lock"
+  fi
+  rm -f "$err"
   echo "$want" >"$stamp"
 }

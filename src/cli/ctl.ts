@@ -168,6 +168,18 @@ function fileList(v: unknown): string[] {
   return (Array.isArray(v) ? v : [v]).map(String);
 }
 
+/** The option parser reads a lone `-` as a flag; `-f -` (standard input) must stay a value. */
+function stdinSpelling(args: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if ((args[i] === '-f' || args[i] === '--filename') && args[i + 1] === '-') {
+      out.push('--filename=-');
+      i++;
+    } else out.push(args[i]!);
+  }
+  return out;
+}
+
 export async function runCtl(args: readonly string[], env: Record<string, string | undefined>, io: Io): Promise<number> {
   const cli = cac('routecat ctl');
   addParamOptions(cli, 'ctl');
@@ -204,7 +216,7 @@ export async function runCtl(args: readonly string[], env: Record<string, string
   cli.help();
   let parsed;
   try {
-    parsed = cli.parse(['routecat', 'ctl', ...args], { run: false });
+    parsed = cli.parse(['routecat', 'ctl', ...stdinSpelling(args)], { run: false });
   } catch (err) {
     throw new UsageError(errorMessage(err));
   }

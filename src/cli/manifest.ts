@@ -50,7 +50,7 @@ export function parseManifest(text: string, file: string): { docs: ManifestDoc[]
     }
     if (isList(value)) {
       if (!Array.isArray(value.items)) {
-        problems.push({ file, index, message: `${String((value as { kind: string }).kind)}: field items: expected a list` });
+        problems.push({ file, index, message: `${String((value as unknown as { kind: string }).kind)}: field items: expected a list` });
         continue;
       }
       value.items.forEach((item, i) => docs.push({ file, index, item: i + 1, doc: item }));

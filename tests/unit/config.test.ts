@@ -8,8 +8,9 @@ import { PARAMS, paramsFor } from '../../src/config/params.ts';
 import { loadConfig } from '../../src/cli/options.ts';
 
 test('config: each source in precedence order flag > env > file > datastore > default', () => {
-  const all = { flags: { interfacePrefix: 'flag' }, env: { FELIX_INTERFACEPREFIX: 'env' }, file: { interfacePrefix: 'file' }, datastore: { interfacePrefix: 'ds' } };
-  const cases: Array<[typeof all, string, string]> = [
+  type Layers = { flags: Record<string, unknown>; env: Record<string, string>; file: Record<string, unknown>; datastore: Record<string, unknown> };
+  const all: Layers = { flags: { interfacePrefix: 'flag' }, env: { FELIX_INTERFACEPREFIX: 'env' }, file: { interfacePrefix: 'file' }, datastore: { interfacePrefix: 'ds' } };
+  const cases: Array<[Layers, string, string]> = [
     [all, 'flag', 'flag'],
     [{ ...all, flags: {} }, 'env', 'env'],
     [{ ...all, flags: {}, env: {} }, 'file', 'file'],
