@@ -11,6 +11,11 @@ import { join } from 'node:path';
 export interface EtcdServer {
   /** Client URL, e.g. http://127.0.0.1:40123. */
   readonly endpoint: string;
+  /**
+   * The same server on a Unix socket (`unix:///tmp/.../etcd.sock:0`). A socket file is reachable
+   * from every network namespace, so agents running inside test namespaces use this one.
+   */
+  readonly unixEndpoint: string;
   readonly dataDir: string;
   /** SIGKILL the server (data stays). */
   kill(): Promise<void>;
@@ -73,13 +78,15 @@ process.on('exit', () => {
 
 export async function startEtcd(): Promise<EtcdServer> {
   const dataDir = mkdtempSync(join(tmpdir(), 'routecat-etcd-'));
+  // etcd names a unix listener after the URL's host, relative to its working directory.
+  const unixEndpoint = `unix://${dataDir}/etcd.sock:0`;
   const clientPort = await freePort();
   const peerPort = await freePort();
   const endpoint = `http://127.0.0.1:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
-    '--name', 'test', '--data-dir', dataDir,
-    '--listen-client-urls', endpoint, '--advertise-client-urls', endpoint,
+    '--name', 'test', '--data-dir', join(dataDir, 'data'),
+    '--listen-client-urls', `${endpoint},unix://etcd.sock:0`, '--advertise-client-urls', endpoint,
     '--listen-peer-urls', peerUrl, '--initial-advertise-peer-urls', peerUrl,
     '--initial-cluster', `test=${peerUrl}`, '--initial-cluster-state', 'new',
     '--log-level', 'error',
@@ -88,7 +95,8 @@ export async function startEtcd(): Promise<EtcdServer> {
   let logs = '';
   const launch = async () => {
     logs = '';
-    const p = spawn('etcd', args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' } });
+    rmSync(join(dataDir, 'etcd.sock:0'), { force: true }); // left behind by a killed server
+    const p = spawn('etcd', args, { cwd: dataDir, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ETCD_UNSUPPORTED_ARCH: process.env.ETCD_UNSUPPORTED_ARCH ?? '' } });
     p.stderr?.on('data', (d) => (logs = (logs + d).slice(-4000)));
     running.add(p);
     p.on('exit', () => running.delete(p));
@@ -106,6 +114,7 @@ export async function startEtcd(): Promise<EtcdServer> {
   await launch();
   return {
     endpoint,
+    unixEndpoint,
     dataDir,
     kill,
     restart: launch,
