@@ -55,6 +55,10 @@ async function loadRunner(role: RoleCommand): Promise<RoleRunner | undefined> {
       };
     case 'ctl':
       return (await import('./ctl.ts')).runCtl;
+    case 'status':
+      return (await import('./status.ts')).runStatus;
+    case 'node':
+      return (await import('../agent/node-role.ts')).runNodeRole;
     default:
       return (await import('./pending-roles.ts')).pendingRunner(role);
   }

@@ -1,0 +1,44 @@
+/**
+ * /liveness and /readiness, as Felix serves them: 200 when good, 503 with the reasons when not.
+ * Readiness = the datastore is InSync and the first complete apply has finished.
+ */
+import { createServer, type Server } from 'node:http';
+
+export interface HealthState {
+  live(): { ok: boolean; detail: Record<string, unknown> };
+  ready(): { ok: boolean; detail: Record<string, unknown> };
+}
+
+export async function startHealthServer(host: string, port: number, state: HealthState): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const check = path === '/liveness' ? state.live() : path === '/readiness' ? state.ready() : undefined;
+    if (!check) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /liveness or /readiness\n');
+      return;
+    }
+    res.writeHead(check.ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(check.detail)}\n`);
+  });
+  await listen(server, { host, port });
+  return server;
+}
+
+export function listen(server: Server, where: { host: string; port: number } | { path: string }): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    const done = () => {
+      server.off('error', reject);
+      resolve();
+    };
+    if ('path' in where) server.listen(where.path, done);
+    else server.listen(where.port, where.host, done);
+  });
+}
+
+export function closeServer(server: Server | undefined): Promise<void> {
+  if (!server) return Promise.resolve();
+  return new Promise((resolve) => {
+    server.close(() => resolve());
+    server.closeAllConnections?.();
+  });
+}
