@@ -154,7 +154,7 @@ export class Calculator {
     let kindMap = this.#byKind.get(plural);
     if (!kindMap) this.#byKind.set(plural, (kindMap = new Map()));
     const had = kindMap.has(u.key);
-    this.#problems.delete(u.key);
+    const hadProblem = this.#problems.delete(u.key);
     let resource: Resource | undefined;
     if (u.value !== null) {
       try {
@@ -172,8 +172,9 @@ export class Calculator {
     }
     if (resource) kindMap.set(u.key, resource);
     else if (had) kindMap.delete(u.key);
-    else if (u.value === null) return;
     this.#last = undefined;
+    if (!had && !resource && u.value === null) return; // deleting what we never held (a problem at most)
+    if (hadProblem && !had && !resource) return;
     switch (plural) {
       case 'workloadendpoints':
       case 'hostendpoints':

@@ -146,6 +146,44 @@ async function runGet(kindName: string | undefined, name: string | undefined, op
   }
 }
 
+interface ExplainOptions {
+  protocol?: string;
+  port?: string | number;
+  sourcePort?: string | number;
+  output?: string;
+}
+
+/** `ctl explain SRC DST`: the verdict and the tiers, policies and rules that decide it. */
+async function runExplain(src: string | undefined, dst: string | undefined, opts: ExplainOptions, config: ResolvedConfig, io: Io): Promise<number> {
+  if (!src || !dst) throw new UsageError('explain needs a source and a destination: workload endpoint (NAMESPACE/NAME), host endpoint name, or IP');
+  const port = (v: unknown, what: string): number | undefined => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new UsageError(`--${what} ${String(v)}: expected a port number 0-65535`);
+    return n;
+  };
+  const protocol = String(opts.protocol ?? 'tcp').toLowerCase();
+  const { connectEtcd } = await import('../datastore/etcd.ts');
+  const { RESOURCE_PREFIX } = await import('../datastore/keys.ts');
+  const { explainFlow, formatExplanation } = await import('../policy/explain.ts');
+  const client = connectEtcd(etcdOptionsFromConfig(config));
+  try {
+    const kvs = await client.getAll().prefix(RESOURCE_PREFIX).strings();
+    const resources = Object.entries(kvs).map(([key, value]) => ({ key, value }));
+    const result = explainFlow(resources, {
+      src,
+      dst,
+      protocol: /^\d+$/.test(protocol) ? Number(protocol) : (protocol as 'tcp'),
+      dstPort: port(opts.port, 'port'),
+      srcPort: port(opts.sourcePort, 'source-port'),
+    });
+    io.out(opts.output === 'json' ? JSON.stringify(result, null, 2) : formatExplanation(result));
+    return 0;
+  } finally {
+    client.close();
+  }
+}
+
 async function runDeleteByName(kindName: string, name: string | undefined, opts: GetOptions, config: ResolvedConfig, io: Io): Promise<number> {
   const kind = lookupKind(kindName);
   if (!kind) throw new UsageError(`unknown resource kind '${kindName}'`);
@@ -212,6 +250,15 @@ export async function runCtl(args: readonly string[], env: Record<string, string
     .option('-o, --output <format>', `output format: ${OUTPUT_FORMATS.join('|')} (default: table)`)
     .action((kind: string | undefined, name: string | undefined, opts: Record<string, unknown>) => {
       result = runGet(kind, name, opts as GetOptions, cfg(opts), io);
+    });
+  cli
+    .command('explain [source] [destination]', 'the verdict for a flow and the tiers, policies and rules that decide it (both ends)')
+    .option('-p, --protocol <proto>', 'tcp, udp, icmp, icmpv6, sctp or a number (default: tcp)')
+    .option('--port <port>', 'destination port')
+    .option('--source-port <port>', 'source port')
+    .option('-o, --output <format>', 'text (default) or json')
+    .action((source: string | undefined, destination: string | undefined, opts: Record<string, unknown>) => {
+      result = runExplain(source, destination, opts as ExplainOptions, cfg(opts), io);
     });
   cli.help();
   let parsed;

@@ -7,6 +7,19 @@ import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { NodeLab, type Workload } from '../helpers/node-lab.ts';
 import type { LabProcess } from '../helpers/netns.ts';
+import { main } from '../../src/cli/main.ts';
+
+/** `routecat ctl explain` against the lab's etcd: exit code and text. */
+async function explain(lab: NodeLab, ...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await main(['routecat', 'ctl', 'explain', ...args], { ETCD_ENDPOINTS: lab.etcd.endpoint }, {
+    out: (t) => (out += `${t}\n`),
+    err: (t) => (err += `${t}\n`),
+    readStdin: async () => '',
+  });
+  return { code, out, err };
+}
 
 const profile = (tenant: string) => ({
   apiVersion: 'projectcalico.org/v3',
@@ -97,6 +110,20 @@ for (const dataplane of ['iptables', 'nftables'] as const) {
       assert.ok(await lab.eventually(() => lab.tcp(w('a1').ns, '10.65.2.3', 80)), 'a1 -> b2:80 allowed by the tiered policy');
       assert.equal(await lab.tcp(w('a1').ns, '10.65.2.3', 22), false, 'a1 -> b2:22 refused (end of tier)');
       assert.equal(await lab.tcp(w('b1').ns, '10.65.2.3', 22), false, 'b1 -> b2:22 refused too: the tier applies to b2, its profile is not reached');
+
+      // explain agrees with the packets, and names what decided.
+      const ok = await explain(lab, 'demo/a1', 'demo/b2', '-p', 'tcp', '--port', '80');
+      assert.equal(ok.code, 0, ok.err);
+      assert.match(ok.out, /^ALLOW\s+tcp 10\.65\.1\.2 -> 10\.65\.2\.3:80/);
+      assert.match(ok.out, /egress at node h1, endpoint wep\/demo\/a1: ALLOW/);
+      assert.match(ok.out, /ingress at node h2, endpoint wep\/demo\/b2: ALLOW[\s\S]*tier security \/ gnp\/security\.web-only \/ rule 0: allow/);
+      const no = await explain(lab, '10.65.1.2', 'demo/b2', '-p', 'tcp', '--port', '22');
+      assert.equal(no.code, 0, no.err);
+      assert.match(no.out, /^DENY/);
+      assert.match(no.out, /tier security.*end-of-tier/);
+      const json = JSON.parse((await explain(lab, 'demo/b1', 'demo/b2', '--port', '22', '-o', 'json')).out);
+      assert.equal(json.verdict, 'deny');
+      assert.equal(json.ingress.node, 'h2');
     });
 
     test('Pass hands the decision to the next tier; passing the last tier falls to the profiles', async () => {
