@@ -84,6 +84,8 @@ describe('BgpSpeaker with BIRD 2', { skip, timeout: 150_000, concurrency: 1 }, (
       assert.deepEqual(speakerFib(s2).get('fd00:65:11::/122'), [v6(11)]);
       await waitUntil('speaker 1 learns 10.65.12.0/26', () => speakerFib(s1).has('10.65.12.0/26'), 15_000);
       assert.deepEqual(speakerFib(s1).get('10.65.12.0/26'), [v4(12)]);
+      // Status lines come every 250 ms: wait for one that reflects what the FIB lines showed.
+      await waitUntil('speaker 2 status shows the routes', () => (speakerStatus(s2)?.peers[0]?.prefixesReceived ?? 0) >= 2, 5_000);
       const st = speakerStatus(s2)!;
       assert.equal(st.peers[0]?.state, 'Established');
       assert.ok((st.peers[0]?.prefixesReceived ?? 0) >= 2, JSON.stringify(st));

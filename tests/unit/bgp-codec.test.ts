@@ -27,6 +27,7 @@ import {
   packUpdates,
   shutdownCommunication,
 } from '../../src/bgp/codec/index.ts';
+import { decodePrefixes } from '../../src/bgp/codec/prefixes.ts';
 import type {
   AfiSafi,
   AsPathSegment,
@@ -409,6 +410,27 @@ describe('round trips', () => {
       }),
       { numRuns: 300 },
     );
+  });
+
+  test('decoded prefixes are canonical text built from the bytes (every IPv4 length, digit counts)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.constantFrom(0, 9, 10, 99, 100, 255), fc.nat(255), fc.nat(255), fc.nat(255), fc.nat(32)), { minLength: 1, maxLength: 20 }), (raw) => {
+        const parts: number[] = [];
+        const want: string[] = [];
+        for (const [a, b, c, d, len] of raw) {
+          const addr = [a, b, c, d];
+          const nb = (len + 7) >> 3;
+          const masked = addr.map((x, i) => (i < nb ? x & (i === nb - 1 && len % 8 ? (0xff00 >> len % 8) & 0xff : 0xff) : 0));
+          parts.push(len, ...masked.slice(0, nb));
+          want.push(`${masked.join('.')}/${len}`);
+        }
+        const got = decodePrefixes(Buffer.from(parts), 0, parts.length, 1, false, 3, 10).map((n) => n.prefix);
+        assert.deepEqual(got, want);
+      }),
+      { numRuns: 500 },
+    );
+    const v6 = decodePrefixes(Buffer.from([64, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1]), 0, 9, 2, false, 3, 10);
+    assert.deepEqual(v6, [{ prefix: '2001:db8:0:1::/64' }]);
   });
 
   test('IPv6 formatting matches ipaddr.js (RFC 5952)', () => {

@@ -14,6 +14,7 @@ import { Rib, exportAllowed, receiveLoop, reflectAttributes, type BestChange, ty
 import { UpdateGroups, exportAttributes, type GroupPolicy } from '../../src/bgp/rib/update-groups.ts';
 
 const V4: AfiSafi = 'ipv4-unicast';
+const AFS: readonly AfiSafi[] = ['ipv4-unicast', 'ipv6-unicast'];
 const LOCAL: LocalConfig = { asn: 64512, routerId: '10.0.0.1' };
 
 function peer(id: string, o: Partial<PeerInfo> = {}): PeerInfo {
@@ -352,6 +353,101 @@ describe('Rib', () => {
       }),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('Rib: one map per family (Adj-RIB-In derived), previous selection on each change', () => {
+  // The Adj-RIB-In of a peer is the Loc-RIB map filtered by path.peer, and each BestChange carries
+  // the selection the previous batch reported: both checked against a plain model under random
+  // announce / withdraw / markStale / sweepStale / removePeer sequences with random flushes.
+  const peers = [peer('p1'), peer('p2', { ibgp: false, asn: 65001 }), peer('p3')];
+  const prefixes = ['10.0.0.0/24', '10.0.1.0/24', '10.0.2.0/24', 'fd00::/64'];
+  const afOf = (prefix: string): AfiSafi => (prefix.includes(':') ? 'ipv6-unicast' : V4);
+  const opArb = fc.oneof(
+    fc.record({ op: fc.constant('announce' as const), peer: fc.nat(2), prefix: fc.constantFrom(...prefixes), lp: fc.constantFrom(50, 100, 200), nh: fc.constantFrom('192.0.2.1', '192.0.2.2') }),
+    fc.record({ op: fc.constant('withdraw' as const), peer: fc.nat(2), prefix: fc.constantFrom(...prefixes) }),
+    fc.record({ op: fc.constantFrom('markStale' as const, 'sweepStale' as const, 'removePeer' as const, 'flush' as const), peer: fc.nat(2) }),
+  );
+  test('property: adjRibIn / adjRibInSize match a model; previous is what was last reported', () => {
+    fc.assert(
+      fc.property(fc.array(opArb, { maxLength: 60 }), (ops) => {
+        const rib = new Rib({ ...LOCAL, maxPaths: 4 });
+        const inRib = new Set<number>();
+        // model: peer -> prefix -> [attribute key, stale]
+        const model = peers.map(() => new Map<string, { key: string; stale: boolean }>());
+        const reported = new Map<string, { best: Path; multipath: readonly Path[] }>();
+        const sel = (d: { best: Path; multipath: readonly Path[] } | undefined) => d && { best: d.best, mp: [...d.multipath] };
+        rib.onBestChanged((cs) => {
+          for (const c of cs) {
+            const k = c.afiSafi + c.prefix;
+            assert.deepEqual(sel(c.previous), sel(reported.get(k)), `previous of ${c.prefix}`);
+            if (c.best === undefined) reported.delete(k);
+            else reported.set(k, { best: c.best, multipath: c.multipath });
+          }
+        });
+        const ensure = (i: number) => {
+          if (!inRib.has(i)) {
+            rib.addPeer(peers[i]);
+            inRib.add(i);
+          }
+        };
+        for (const o of ops) {
+          const p = peers[o.peer];
+          if (o.op === 'announce') {
+            ensure(o.peer);
+            const attrs: PathAttributes = { origin: 0, localPref: o.lp, nextHop: o.nh };
+            rib.update(p, afOf(o.prefix), [{ prefix: o.prefix, attrs }], []);
+            model[o.peer].set(o.prefix, { key: attrKey(attrs), stale: false });
+          } else if (o.op === 'withdraw') {
+            ensure(o.peer);
+            rib.update(p, afOf(o.prefix), [], [o.prefix]);
+            model[o.peer].delete(o.prefix);
+          } else if (o.op === 'flush') {
+            rib.flush();
+          } else if (!inRib.has(o.peer)) {
+            continue;
+          } else if (o.op === 'markStale') {
+            assert.equal(rib.markStale(p), model[o.peer].size);
+            for (const v of model[o.peer].values()) v.stale = true;
+          } else if (o.op === 'sweepStale') {
+            const stale = [...model[o.peer]].filter(([, v]) => v.stale).map(([k]) => k);
+            assert.equal(rib.sweepStale(p), stale.length);
+            for (const k of stale) model[o.peer].delete(k);
+          } else {
+            assert.equal(rib.removePeer(p), model[o.peer].size);
+            model[o.peer].clear();
+            inRib.delete(o.peer);
+          }
+          for (const i of inRib) {
+            for (const af of AFS) {
+              const got = [...rib.adjRibIn(peers[i], af)].map(([k, v]) => [k, v.interned.key, v.stale, v.peer.peerId]).sort();
+              const want = [...model[i]].filter(([k]) => afOf(k) === af).map(([k, v]) => [k, v.key, v.stale, peers[i].peerId]).sort();
+              assert.deepEqual(got, want);
+              assert.equal(rib.adjRibInSize(peers[i], af), want.length);
+            }
+          }
+        }
+        rib.flush();
+        for (const af of AFS) {
+          for (const [prefix, d] of rib.entries(af)) assert.deepEqual(sel(reported.get(af + prefix)), sel(d), 'the stream converges');
+          assert.equal([...rib.flushedEntries(af)].length, rib.locRibSize(af), 'after a flush, reported = current');
+        }
+        assert.equal(reported.size, rib.locRibSize(V4) + rib.locRibSize('ipv6-unicast'));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('flushedEntries is the Loc-RIB as last reported while a batch is open', () => {
+    const rib = new Rib(LOCAL);
+    const p1 = peer('p1');
+    rib.addPeer(p1);
+    const a: PathAttributes = { origin: 0, nextHop: '192.0.2.1' };
+    rib.update(p1, V4, [{ prefix: '10.0.1.0/24', attrs: a }, { prefix: '10.0.2.0/24', attrs: a }], []);
+    rib.flush();
+    rib.update(p1, V4, [{ prefix: '10.0.3.0/24', attrs: a }, { prefix: '10.0.1.0/24', attrs: { ...a, nextHop: '192.0.2.9' } }], ['10.0.2.0/24']);
+    const flushed = [...rib.flushedEntries(V4)].map(([k, d]) => [k, d.best.interned.attrs.nextHop]).sort();
+    assert.deepEqual(flushed, [['10.0.1.0/24', '192.0.2.1'], ['10.0.2.0/24', '192.0.2.1']]);
   });
 });
 

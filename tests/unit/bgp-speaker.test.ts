@@ -17,6 +17,9 @@ import { BgpSession } from '../../src/bgp/session/session.ts';
 import { encodeMessage, endOfRib, endOfRibFamily, packUpdates } from '../../src/bgp/codec/index.ts';
 import type { AfiSafi, Capabilities, PathAttributes, RouteRefreshMessage } from '../../src/bgp/types.ts';
 import { setLogLevel } from '../../src/log.ts';
+import fc from 'fast-check';
+import { Rib } from '../../src/bgp/rib/rib.ts';
+import { fibChanges } from '../../src/bgp/speaker/fib-output.ts';
 
 setLogLevel((process.env.ROUTECAT_LOG_LEVEL as 'debug' | undefined) ?? 'silent');
 
@@ -149,6 +152,63 @@ function trackPeer(...peers: TestPeer[]): void {
   for (const p of peers) cleanups.push(() => p.session.stop('test done'));
 }
 after(stopAll);
+
+describe('FIB output (fibChanges) keeps no per-prefix record', () => {
+  // Reference: the per-prefix record of what was reported that the speaker used to keep. The
+  // stateless fibChanges must emit exactly what it would, because every Loc-RIB batch carries the
+  // selection previously reported for each prefix it names.
+  test('property: same FibChanges as a tracker that records what it reported', () => {
+    const peers = [1, 2, 3].map((n) => ({ peerId: `p${n}`, address: `192.0.2.${n}`, asn: ASN, ibgp: true, routerId: `10.0.0.${n}`, isReflectorClient: false }));
+    const prefixes = ['10.0.0.0/24', '10.0.1.0/24', 'fd00::/64'];
+    const op = fc.record({
+      peer: fc.nat(3), // 3: local origination
+      prefix: fc.constantFrom(...prefixes),
+      nh: fc.option(fc.constantFrom('192.0.2.1', '192.0.2.2', '192.0.2.3'), { nil: undefined }), // undefined: withdraw
+      lp: fc.constantFrom(100, 200),
+      flush: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(fc.array(op, { maxLength: 50 }), (ops) => {
+        const rib = new Rib({ asn: ASN, routerId: '10.0.0.9', maxPaths: 4 });
+        for (const p of peers) rib.addPeer(p);
+        const record = new Map<string, string>();
+        const fib = new Map<string, string>();
+        rib.onBestChanged((batch) => {
+          const want: FibChange[] = [];
+          for (const c of batch) {
+            const nhs = new Set<string>();
+            if (c.best !== undefined && !c.best.peer.local) {
+              for (const p of c.multipath) if (!p.peer.local && p.interned.attrs.nextHop !== undefined) nhs.add(p.interned.attrs.nextHop);
+            }
+            const key = [...nhs].sort().join(',');
+            if (key === (record.get(c.prefix) ?? '')) continue;
+            if (key === '') record.delete(c.prefix);
+            else record.set(c.prefix, key);
+            want.push({ prefix: c.prefix, family: c.afiSafi === 'ipv6-unicast' ? 6 : 4, nextHops: key === '' ? [] : key.split(',') });
+          }
+          const got = fibChanges(batch);
+          assert.deepEqual(got.map((c) => ({ ...c, nextHops: [...c.nextHops] })), want);
+          for (const c of got) {
+            if (c.nextHops.length === 0) assert.ok(fib.delete(c.prefix), `removal of ${c.prefix} never installed`);
+            else fib.set(c.prefix, c.nextHops.join(','));
+          }
+        });
+        for (const o of ops) {
+          const af: AfiSafi = o.prefix.includes(':') ? 'ipv6-unicast' : 'ipv4-unicast';
+          if (o.peer === 3) {
+            if (o.nh === undefined) rib.withdrawLocal(o.prefix);
+            else rib.originate(o.prefix, { origin: 0 });
+          } else if (o.nh === undefined) rib.update(peers[o.peer], af, [], [o.prefix]);
+          else rib.update(peers[o.peer], af, [{ prefix: o.prefix, attrs: { origin: 0, localPref: o.lp, nextHop: o.nh } }], []);
+          if (o.flush) rib.flush();
+        }
+        rib.flush();
+        assert.deepEqual(fib, record);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
 
 describe('BgpSpeaker', { concurrency: 1, timeout: 60_000 }, () => {
   test('iBGP mesh: v4/v6 local routes into onFib, withdrawal, ECMP, setPeers reconciliation, status()', async () => {

@@ -6,9 +6,12 @@
  * PURE: no sockets, no timers. Changes accumulate until `flush()`, which hands them to the
  * `onBestChanged` listeners in one batch.
  *
- * Memory: per route one `Path` object (peer, interned attributes, stale flag), referenced from
- * the peer's Adj-RIB-In map and, while it is the only path for its prefix, directly from the
- * Loc-RIB map (no per-destination object until a prefix has two or more paths).
+ * Memory: per route one `Path` object (peer, interned attributes, stale flag) and, per prefix,
+ * one entry in ONE map per family: prefix -> the Path itself while it is the only one, or a
+ * destination object holding every peer's path and the decision. The Adj-RIB-In of a peer is
+ * that map filtered by `path.peer` (a peer has at most one path per prefix); per peer only a
+ * count is kept, so walking one peer's routes (session down, graceful restart) walks the table,
+ * as BIRD does.
  */
 import type { AfiSafi, PathAttributes } from '../types.ts';
 import { AttrTable, type InternedAttrs } from './attr-intern.ts';
@@ -36,6 +39,11 @@ export interface BestChange {
   readonly multipath: readonly Path[];
   /** Why `best` won ('only-path' when it had no competitor). */
   readonly reason?: string;
+  /**
+   * The selection the previous batch reported for this prefix (absent: it was not in the
+   * Loc-RIB), so that consumers need no per-prefix record of their own.
+   */
+  readonly previous?: Decision;
 }
 
 export interface Announcement {
@@ -126,11 +134,22 @@ type LocEntry = Path | Dest;
 
 interface PeerState {
   readonly info: PeerInfo;
-  readonly adjIn: Record<AfiSafi, Map<string, Path>>;
+  /** Adj-RIB-In size per family (its paths live in the Loc-RIB map). */
+  readonly count: Record<AfiSafi, number>;
 }
+
+const NO_PATHS: readonly Path[] = Object.freeze([]);
 
 function perFamily<T>(make: () => T): Record<AfiSafi, T> {
   return { 'ipv4-unicast': make(), 'ipv6-unicast': make() };
+}
+
+/** The path `peer` holds in entry `e`, if any. */
+function pathOf(e: LocEntry | undefined, peer: PeerInfo): Path | undefined {
+  if (e === undefined) return undefined;
+  if (!(e instanceof Dest)) return e.peer === peer ? e : undefined;
+  for (const p of e.paths) if (p.peer === peer) return p;
+  return undefined;
 }
 
 function decisionOf(e: LocEntry): Decision {
@@ -175,13 +194,13 @@ export class Rib {
       isReflectorClient: false,
       local: true,
     });
-    this.#peers.set(LOCAL_PEER_ID, { info: this.localPeer, adjIn: perFamily(() => new Map()) });
+    this.#peers.set(LOCAL_PEER_ID, { info: this.localPeer, count: perFamily(() => 0) });
   }
 
   addPeer(info: PeerInfo): void {
     if (this.#peers.has(info.peerId)) throw new Error(`peer ${info.peerId} already exists`);
     if (info.local) throw new Error('peers cannot be local');
-    this.#peers.set(info.peerId, { info: Object.freeze({ ...info }), adjIn: perFamily(() => new Map()) });
+    this.#peers.set(info.peerId, { info: Object.freeze({ ...info }), count: perFamily(() => 0) });
   }
 
   peer(peerId: string): PeerInfo | undefined {
@@ -195,15 +214,7 @@ export class Rib {
     const st = this.#peers.get(id);
     if (st === undefined) return 0;
     let n = 0;
-    for (const af of AFI_SAFIS) {
-      const adjIn = st.adjIn[af];
-      adjIn.forEach((p, prefix) => {
-        this.#setPath(af, prefix, p, undefined);
-        this.attrs.release(p.interned);
-      });
-      n += adjIn.size;
-      adjIn.clear();
-    }
+    for (const af of AFI_SAFIS) n += this.#dropWhere(af, st, () => true);
     this.#peers.delete(id);
     return n;
   }
@@ -211,9 +222,9 @@ export class Rib {
   /** Apply one UPDATE's worth of announcements and withdrawals from a peer. */
   update(peer: string | PeerInfo, afiSafi: AfiSafi, announced: readonly Announcement[], withdrawn: readonly string[]): UpdateResult {
     const st = this.#state(peer);
-    const adjIn = st.adjIn[afiSafi];
+    const loc = this.#loc[afiSafi];
     let nWithdrawn = 0;
-    for (const prefix of withdrawn) if (this.#remove(afiSafi, adjIn, prefix)) nWithdrawn++;
+    for (const prefix of withdrawn) if (this.#remove(afiSafi, st, prefix)) nWithdrawn++;
     let accepted = 0;
     let looped = 0;
     // Consecutive announcements usually share one attributes object: look it up once.
@@ -228,7 +239,7 @@ export class Rib {
       }
       if (lastLoop) {
         looped++;
-        this.#remove(afiSafi, adjIn, a.prefix);
+        this.#remove(afiSafi, st, a.prefix);
         continue;
       }
       let h: InternedAttrs;
@@ -239,16 +250,17 @@ export class Rib {
         h = lastH = this.attrs.intern(a.attrs);
       }
       accepted++;
-      const old = adjIn.get(a.prefix);
+      const cur = loc.get(a.prefix);
+      const old = pathOf(cur, st.info);
       if (old !== undefined && old.interned === h) {
         this.attrs.release(h);
         old.stale = false;
         continue;
       }
       const p: Path = { peer: st.info, interned: h, stale: false, fresh: false };
-      adjIn.set(a.prefix, p);
-      this.#setPath(afiSafi, a.prefix, old, p);
+      this.#setPath(afiSafi, a.prefix, cur, old, p);
       if (old !== undefined) this.attrs.release(old.interned);
+      else st.count[afiSafi]++;
     }
     return { accepted, withdrawn: nWithdrawn, looped };
   }
@@ -267,7 +279,10 @@ export class Rib {
     const st = this.#state(peer);
     let n = 0;
     for (const af of afiSafi === undefined ? AFI_SAFIS : [afiSafi]) {
-      for (const p of st.adjIn[af].values()) {
+      if (st.count[af] === 0) continue;
+      for (const e of this.#loc[af].values()) {
+        const p = pathOf(e, st.info);
+        if (p === undefined) continue;
         p.stale = true;
         n++;
       }
@@ -299,16 +314,16 @@ export class Rib {
       const added = this.#added[af];
       if (pending.size === 0 && added.length === 0) continue;
       const loc = this.#loc[af];
-      const emit = (prefix: string, now: LocEntry | undefined): void => {
-        if (now === undefined) changes.push({ prefix, afiSafi: af, multipath: [] });
+      const emit = (prefix: string, now: LocEntry | undefined, previous: Decision | undefined): void => {
+        if (now === undefined) changes.push({ prefix, afiSafi: af, multipath: NO_PATHS, previous });
         else if (now instanceof Dest) {
           const d = now.decision;
-          changes.push({ prefix, afiSafi: af, best: d.best, multipath: d.multipath, reason: d.reason });
-        } else changes.push({ prefix, afiSafi: af, best: now, multipath: [now], reason: 'only-path' });
+          changes.push({ prefix, afiSafi: af, best: d.best, multipath: d.multipath, reason: d.reason, previous });
+        } else changes.push({ prefix, afiSafi: af, best: now, multipath: [now], reason: 'only-path', previous });
       };
       pending.forEach((before, prefix) => {
         const now = loc.get(prefix);
-        if (!sameSelection(before, now)) emit(prefix, now);
+        if (!sameSelection(before, now)) emit(prefix, now, decisionOf(before));
       });
       pending.clear();
       for (const prefix of added) {
@@ -316,7 +331,7 @@ export class Rib {
         // Gone again (nothing to report) or already reported (a repeat in the list).
         if (now === undefined || now.fresh !== true) continue;
         now.fresh = false;
-        emit(prefix, now);
+        emit(prefix, now, undefined);
       }
       added.length = 0;
     }
@@ -340,12 +355,37 @@ export class Rib {
     for (const [prefix, e] of this.#loc[afiSafi]) yield [prefix, decisionOf(e)];
   }
 
+  /** The Loc-RIB as the last flush reported it (without the changes of the current batch). */
+  *flushedEntries(afiSafi: AfiSafi): IterableIterator<[string, Decision]> {
+    const pending = this.#pending[afiSafi];
+    const loc = this.#loc[afiSafi];
+    for (const [prefix, e] of loc) {
+      const before = pending.size === 0 ? undefined : pending.get(prefix);
+      if (before !== undefined) yield [prefix, decisionOf(before)];
+      else if (e.fresh !== true) yield [prefix, decisionOf(e)];
+    }
+    for (const [prefix, before] of pending) if (!loc.has(prefix)) yield [prefix, decisionOf(before)];
+  }
+
   locRibSize(afiSafi: AfiSafi): number {
     return this.#loc[afiSafi].size;
   }
 
+  /** A copy of a peer's Adj-RIB-In (a walk of the Loc-RIB: for tests and diagnostics). */
   adjRibIn(peer: string | PeerInfo, afiSafi: AfiSafi): ReadonlyMap<string, Path> {
-    return this.#state(peer).adjIn[afiSafi];
+    const st = this.#state(peer);
+    const out = new Map<string, Path>();
+    if (st.count[afiSafi] === 0) return out;
+    this.#loc[afiSafi].forEach((e, prefix) => {
+      const p = pathOf(e, st.info);
+      if (p !== undefined) out.set(prefix, p);
+    });
+    return out;
+  }
+
+  /** Number of paths in a peer's Adj-RIB-In (O(1)). */
+  adjRibInSize(peer: string | PeerInfo, afiSafi: AfiSafi): number {
+    return this.#state(peer).count[afiSafi];
   }
 
   #state(peer: string | PeerInfo): PeerState {
@@ -355,32 +395,39 @@ export class Rib {
     return st;
   }
 
-  #remove(af: AfiSafi, adjIn: Map<string, Path>, prefix: string): boolean {
-    const old = adjIn.get(prefix);
+  #remove(af: AfiSafi, st: PeerState, prefix: string): boolean {
+    const cur = this.#loc[af].get(prefix);
+    const old = pathOf(cur, st.info);
     if (old === undefined) return false;
-    adjIn.delete(prefix);
-    this.#setPath(af, prefix, old, undefined);
+    st.count[af]--;
+    this.#setPath(af, prefix, cur, old, undefined);
     this.attrs.release(old.interned);
     return true;
   }
 
+  /** Remove the peer's paths that match `pred` (a walk of the Loc-RIB). */
   #dropWhere(af: AfiSafi, st: PeerState, pred: (p: Path) => boolean): number {
-    const adjIn = st.adjIn[af];
+    if (st.count[af] === 0) return 0;
     let n = 0;
-    adjIn.forEach((p, prefix) => {
-      if (!pred(p)) return;
-      adjIn.delete(prefix);
-      this.#setPath(af, prefix, p, undefined);
+    // Map iteration visits each prefix once even though #setPath replaces or deletes the
+    // entry being visited (and only that one).
+    this.#loc[af].forEach((e, prefix) => {
+      const p = pathOf(e, st.info);
+      if (p === undefined || !pred(p)) return;
+      st.count[af]--;
+      this.#setPath(af, prefix, e, p, undefined);
       this.attrs.release(p.interned);
       n++;
     });
     return n;
   }
 
-  /** Replace `old` (if any) with `neu` (if any) among the paths for `prefix`, and re-decide. */
-  #setPath(af: AfiSafi, prefix: string, old: Path | undefined, neu: Path | undefined): void {
+  /**
+   * Replace `old` (if any) with `neu` (if any) among the paths for `prefix`, whose Loc-RIB entry
+   * is `cur`, and re-decide.
+   */
+  #setPath(af: AfiSafi, prefix: string, cur: LocEntry | undefined, old: Path | undefined, neu: Path | undefined): void {
     const loc = this.#loc[af];
-    const cur = loc.get(prefix);
     const pending = this.#pending[af];
     let fresh: boolean;
     if (cur !== undefined) {

@@ -1,10 +1,10 @@
 /**
- * Loc-RIB best-path changes -> FibChange for the kernel FIB writer. Owns the record of what was
- * last reported per prefix, so the writer sees a change only when the next-hop set of a LEARNED
- * route really changed, and a removal (empty nextHops) only for a prefix it was given before
- * (gone from the Loc-RIB, or the best became a locally originated route).
+ * Loc-RIB best-path changes -> FibChange for the kernel FIB writer: the writer sees a change only
+ * when the next-hop set of a LEARNED route really changed, and a removal (empty nextHops) only for
+ * a prefix it was given before (gone from the Loc-RIB, or the best became a locally originated
+ * route). Keeps no per-prefix state: each change carries the selection reported before it.
  *
- * PURE: no I/O, no timers. Never reports locally originated routes.
+ * PURE: no I/O, no timers, no state. Never reports locally originated routes.
  */
 import type { FibChange } from '../speaker-api.ts';
 import type { AfiSafi } from '../types.ts';
@@ -45,55 +45,44 @@ export function learnedNextHops(best: Decision['best'] | undefined, multipath: r
   return Object.freeze([...set].sort(compareAddress));
 }
 
-function keyOf(nextHops: readonly string[]): string {
-  return nextHops.length === 1 ? nextHops[0] : nextHops.join(',');
+function sameNextHops(a: readonly string[], b: readonly string[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
-export class FibTracker {
-  /** prefix -> next hops as last reported (joined with ','; the address itself for one). */
-  readonly #reported = new Map<string, string>();
+/**
+ * The FibChanges a Loc-RIB change batch amounts to (possibly none). Stateless: what was last
+ * reported for a prefix is the next-hop set of the selection the previous batch reported, which
+ * each BestChange carries as `previous` (every batch reports every prefix whose selection
+ * changed, so the two never drift apart; tests/unit/bgp-speaker.test.ts checks it).
+ */
+export function fibChanges(batch: readonly BestChange[]): FibChange[] {
+  const out: FibChange[] = [];
+  for (const c of batch) {
+    const nextHops = learnedNextHops(c.best, c.multipath);
+    const p = c.previous;
+    const before = p === undefined ? NONE : learnedNextHops(p.best, p.multipath);
+    if (sameNextHops(before, nextHops)) continue;
+    out.push({ prefix: c.prefix, family: familyOf(c.afiSafi), nextHops });
+  }
+  return out;
+}
 
-  /** The FibChanges a Loc-RIB change batch amounts to (possibly none). */
-  changes(batch: readonly BestChange[]): FibChange[] {
-    const out: FibChange[] = [];
-    for (const c of batch) {
-      const nextHops = learnedNextHops(c.best, c.multipath);
-      const prev = this.#reported.get(c.prefix);
-      if (nextHops.length === 0) {
-        if (prev === undefined) continue;
-        this.#reported.delete(c.prefix);
-        out.push({ prefix: c.prefix, family: familyOf(c.afiSafi), nextHops });
-        continue;
-      }
-      const key = keyOf(nextHops);
-      if (prev === key) continue;
-      this.#reported.set(c.prefix, key);
-      out.push({ prefix: c.prefix, family: familyOf(c.afiSafi), nextHops });
+/** Every learned route of `entries` (a Loc-RIB's), as installs. */
+export function fibSnapshot(entries: (af: AfiSafi) => Iterable<[string, Decision]>): FibChange[] {
+  const out: FibChange[] = [];
+  for (const af of ['ipv4-unicast', 'ipv6-unicast'] as const) {
+    for (const [prefix, d] of entries(af)) {
+      const nextHops = learnedNextHops(d.best, d.multipath);
+      if (nextHops.length > 0) out.push({ prefix, family: familyOf(af), nextHops });
     }
-    return out;
   }
+  return out;
+}
 
-  /** Every learned route of the Loc-RIB, from the RIB's own entries (not from what was reported). */
-  static snapshot(entries: (af: AfiSafi) => Iterable<[string, Decision]>): FibChange[] {
-    const out: FibChange[] = [];
-    for (const af of ['ipv4-unicast', 'ipv6-unicast'] as const) {
-      for (const [prefix, d] of entries(af)) {
-        const nextHops = learnedNextHops(d.best, d.multipath);
-        if (nextHops.length > 0) out.push({ prefix, family: familyOf(af), nextHops });
-      }
-    }
-    return out;
-  }
-
-  /** Forget everything (the RIB was rebuilt); returns removals for every reported prefix. */
-  reset(): FibChange[] {
-    const out: FibChange[] = [];
-    for (const prefix of this.#reported.keys()) out.push({ prefix, family: prefix.includes(':') ? 6 : 4, nextHops: NONE });
-    this.#reported.clear();
-    return out;
-  }
-
-  get size(): number {
-    return this.#reported.size;
-  }
+/** Removals for every learned route of `entries` (the Loc-RIB as last reported, being dropped). */
+export function fibRemovals(entries: (af: AfiSafi) => Iterable<[string, Decision]>): FibChange[] {
+  return fibSnapshot(entries).map((c) => ({ prefix: c.prefix, family: c.family, nextHops: NONE }));
 }

@@ -6,7 +6,7 @@
  * FIB output for the kernel writer. Implements the contract in ../speaker-api.ts.
  *
  * Flow: session 'update' -> Rib.update (no flush) -> one Rib.flush per event-loop turn
- * (setImmediate) -> BestChange batch -> FibTracker (onFib listeners) and UpdateGroups.process ->
+ * (setImmediate) -> BestChange batch -> fibChanges (onFib listeners) and UpdateGroups.process ->
  * the same Buffers written to every writable peer of each group. A peer whose socket is full is
  * not queued for: the prefixes of the batches it missed go to its `dirty` set, and on 'drain' it
  * is sent the group's CURRENT Adj-RIB-Out for them (coalescing; bounded by the table size). Table
@@ -28,7 +28,7 @@ import type { InternedAttrs } from '../rib/attr-intern.ts';
 import { UpdateGroups, type GroupOutput, type UpdateBatch, type UpdateGroup } from '../rib/update-groups.ts';
 import { logger, type Logger } from '../../log.ts';
 import { BatchEncoder, encodeBatch } from './batch-encoder.ts';
-import { FibTracker } from './fib-output.ts';
+import { fibChanges, fibRemovals, fibSnapshot } from './fib-output.ts';
 import { Listener, plainAddress, type Acceptor } from './listener.ts';
 import {
   DEFAULT_MAX_RESTART_TIME_SEC,
@@ -124,7 +124,6 @@ export class BgpSpeaker implements Speaker {
   readonly #listener: Listener;
   #rib!: Rib;
   #groups!: UpdateGroups;
-  readonly #fib = new FibTracker();
   readonly #fibListeners: Array<(changes: readonly FibChange[]) => void> = [];
   #local = new Set<string>();
   #started = false;
@@ -207,7 +206,7 @@ export class BgpSpeaker implements Speaker {
   }
 
   fibSnapshot(): FibChange[] {
-    return FibTracker.snapshot((af) => this.#rib.entries(af));
+    return fibSnapshot((af) => this.#rib.entries(af));
   }
 
   status(): SpeakerStatus {
@@ -231,8 +230,11 @@ export class BgpSpeaker implements Speaker {
       this.#log.info(`AS/router id/cluster id/maxPaths changed: resetting every session and rebuilding the RIB`);
       const cfgs = [...this.#peers.values()].map((p) => p.cfg);
       for (const p of [...this.#peers.values()]) this.#dropPeer(p, CeaseSubcode.OTHER_CONFIGURATION_CHANGE, 'local configuration changed', false);
+      // Removals for what the FIB was last given from the old RIB (its unflushed changes never left).
+      const old = this.#rib;
+      const removals = fibRemovals((af) => old.flushedEntries(af));
       this.#newRib();
-      this.#emitFib(this.#fib.reset());
+      this.#emitFib(removals);
       const local = this.#local;
       this.#local = new Set();
       this.setLocalRoutes(local);
@@ -643,7 +645,7 @@ export class BgpSpeaker implements Speaker {
 
   #onBest(changes: BestChange[]): void {
     try {
-      this.#emitFib(this.#fib.changes(changes));
+      this.#emitFib(fibChanges(changes));
     } catch (err) {
       this.#log.error(`FIB output: ${errText(err)}`);
     }
@@ -802,7 +804,7 @@ export class BgpSpeaker implements Speaker {
   #peerStatus(p: Peer): PeerStatus {
     const c = p.cfg;
     let received = 0;
-    if (p.inRib) for (const af of AFI_SAFIS) received += this.#rib.adjRibIn(c.id, af).size;
+    if (p.inRib) for (const af of AFI_SAFIS) received += this.#rib.adjRibInSize(c.id, af);
     let advertised = 0;
     if (p.up) {
       const g = this.#groups.groupOf(c.id);
