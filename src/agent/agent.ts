@@ -3,7 +3,8 @@
  * cheap and does no I/O; a throttled, single-flight apply() does all the kernel work in
  * dependency order — interfaces, then ACLs (sets before rules), then routes — so a workload is
  * never routable before its policy is in place. Nothing of ours is removed before the syncer is
- * InSync. Kernel events and a periodic re-read mark the reconcilers dirty to repair drift.
+ * InSync. Kernel events and periodic re-reads (routes and interfaces every routeRefreshInterval,
+ * ACLs every iptablesRefreshInterval) mark the reconcilers dirty to repair drift.
  */
 import type { DataplaneModel } from './model.ts';
 import type { SyncStatus, SyncUpdate } from '../datastore/syncer.ts';
@@ -125,10 +126,19 @@ export class NodeAgent {
     this.schedule();
   }
 
-  /** The periodic full re-read: routes, interfaces and ACLs. */
+  /** The periodic re-read of routes and interfaces (routeRefreshInterval). */
   periodicResync(): void {
-    this.#aclDirty = true;
     this.kernelChanged();
+  }
+
+  /**
+   * The periodic re-read of the ACL dataplane (iptablesRefreshInterval, Felix's default 90 s):
+   * a full iptables-save / `nft list table` of a large ruleset takes seconds, so it runs much less
+   * often than the route re-read.
+   */
+  aclResync(): void {
+    this.#aclDirty = true;
+    this.schedule();
   }
 
   schedule(): void {

@@ -110,6 +110,8 @@ interface SetDef {
 }
 
 interface CompiledOut {
+  /** What it was compiled from (a PolicyRec or a Profile resource); the same object: still valid. */
+  readonly from: object;
   readonly policy: CompiledPolicy;
   readonly sets: readonly SetDef[];
   readonly problems: readonly string[];
@@ -249,10 +251,17 @@ export class Calculator {
       tierOrder.set(t.metadata.name, order ?? Number.POSITIVE_INFINITY);
     }
     if (this.#policiesDirty) {
+      // Recompile only what changed: an unchanged policy keeps its CompiledPolicy object, which
+      // lets the dataplane keep what it rendered from it.
+      const prev = this.#compiled;
       this.#compiled = new Map();
-      for (const p of this.#policies.values()) this.#compiled.set(p.id, compilePolicy(p));
+      for (const p of this.#policies.values()) {
+        const old = prev.get(p.id);
+        this.#compiled.set(p.id, old?.from === p ? old : compilePolicy(p));
+      }
       for (const [, pr] of profiles) {
-        const out = compileProfile(pr);
+        const old = prev.get(`pro/${pr.metadata.name}`);
+        const out = old?.from === pr ? old : compileProfile(pr);
         this.#compiled.set(out.policy.id, out);
       }
     }
@@ -276,7 +285,9 @@ export class Calculator {
       if (ep.node !== this.#hostname) continue;
       if (!recomputeAll && !this.#dirtyEndpoints.has(ep.key) && this.#localCache.has(ep.key)) continue;
       const local = localEndpoint(ep, profileByName, sortedPolicies, (reason) => problems.set(ep.key, reason));
-      if (local) this.#localCache.set(ep.key, local);
+      // An endpoint whose result did not change keeps its object (the dataplane's caches key on it).
+      const old = this.#localCache.get(ep.key);
+      if (local) this.#localCache.set(ep.key, old && sameData(old, local) ? old : local);
       else this.#localCache.delete(ep.key);
     }
 
@@ -586,7 +597,7 @@ function compilePolicy(p: PolicyRec): CompiledOut {
     ingress: compileRules(p.ingress, p.namespace, sets, problems, `${where} ingress`),
     egress: compileRules(p.egress, p.namespace, sets, problems, `${where} egress`),
   };
-  return { policy, sets: [...sets.values()], problems };
+  return { from: p, policy, sets: [...sets.values()], problems };
 }
 
 function compileProfile(r: Resource): CompiledOut {
@@ -600,7 +611,26 @@ function compileProfile(r: Resource): CompiledOut {
     ingress: compileRules(spec.ingress ?? [], undefined, sets, problems, `Profile ${r.metadata.name} ingress`),
     egress: compileRules(spec.egress ?? [], undefined, sets, problems, `Profile ${r.metadata.name} egress`),
   };
-  return { policy, sets: [...sets.values()], problems };
+  return { from: r, policy, sets: [...sets.values()], problems };
+}
+
+/** Deep equality of plain data (objects, arrays, primitives), as the model is made of. */
+export function sameData(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameData(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) {
+    if (!Object.prototype.hasOwnProperty.call(b, k)) return false;
+    if (!sameData((a as Record<string, unknown>)[k], (b as Record<string, unknown>)[k])) return false;
+  }
+  return true;
 }
 
 function localEndpoint(ep: EndpointRec, profileByName: Map<string, Resource>, sortedPolicies: readonly PolicyRec[], problem: (why: string) => void): LocalEndpoint | undefined {

@@ -2,7 +2,9 @@
  * `routecat node`: the composition root of the host agent. Resolves configuration (with
  * FelixConfiguration from the datastore as a layer), registers this host's Node resource, and
  * wires syncer -> calculation -> kernel reconcilers, plus health, metrics, the control socket
- * and status reports. The one module that knows every part of the node role.
+ * and status reports; with BGP on, also syncer -> BgpNode -> BGP speaker -> kernel FIB, and the
+ * local workload routes from each apply -> speaker. The one module that knows every part of the
+ * node role.
  */
 import { hostname as osHostname, networkInterfaces } from 'node:os';
 import type { Server } from 'node:http';
@@ -29,6 +31,7 @@ import { AgentMetrics } from './status/metrics.ts';
 import { startControlServer } from './status/control.ts';
 import { StatusReporter } from './status/reporter.ts';
 import { createKernelParts } from './kernel-parts.ts';
+import { BgpNode } from './bgp-node.ts';
 
 const log = logger('node');
 
@@ -58,8 +61,18 @@ function asCidr(ip: string | undefined, bits: number): string | undefined {
   return ip.includes('/') ? ip : `${ip}/${bits}`;
 }
 
-/** Creates or updates this host's Node resource, keeping fields other tools set. */
-export async function registerNode(store: ResourceStore, name: string, ip: string | undefined, ip6: string | undefined, asNumber: number | undefined): Promise<void> {
+/**
+ * Creates or updates this host's Node resource, keeping fields other tools set. `bgpDefaults` are
+ * spec.bgp fields set only when the Node has none yet (the reflector's routeReflectorClusterID).
+ */
+export async function registerNode(
+  store: ResourceStore,
+  name: string,
+  ip: string | undefined,
+  ip6: string | undefined,
+  asNumber: number | undefined,
+  bgpFields: { readonly set?: Record<string, unknown>; readonly defaults?: Record<string, unknown> } = {},
+): Promise<void> {
   const kind = lookupKind('Node')!;
   for (let attempt = 0; ; attempt++) {
     let existing: Resource | undefined;
@@ -73,6 +86,8 @@ export async function registerNode(store: ResourceStore, name: string, ip: strin
     if (ip) bgp.ipv4Address = ip;
     if (ip6) bgp.ipv6Address = ip6;
     if (asNumber !== undefined) bgp.asNumber = asNumber;
+    for (const [k, v] of Object.entries(bgpFields.defaults ?? {})) if (bgp[k] === undefined) bgp[k] = v;
+    Object.assign(bgp, bgpFields.set ?? {});
     if (Object.keys(bgp).length > 0) spec.bgp = bgp;
     const doc = validateResource({
       apiVersion: 'projectcalico.org/v3',
@@ -90,7 +105,7 @@ export async function registerNode(store: ResourceStore, name: string, ip: strin
   }
 }
 
-async function retryUntil<T>(what: string, f: () => Promise<T>, stopped: () => boolean): Promise<T | undefined> {
+export async function retryUntil<T>(what: string, f: () => Promise<T>, stopped: () => boolean): Promise<T | undefined> {
   for (let delay = 200; !stopped(); delay = Math.min(delay * 2, 5_000)) {
     try {
       return await f();
@@ -122,6 +137,24 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
   const acl = createAclDataplane(v.dataplane as 'iptables' | 'nftables', { ifacePrefix: prefix, endpointToHostAction: 'Drop' });
   const calc = new Calculator({ hostname: name });
   const problems: Array<{ key: string; reason: string }> = [];
+  // BGP: the FIB starts first so that our routes from before a restart are seen before the agent
+  // writes anything (that decides whether the speaker announces a graceful restart).
+  let bgp: BgpNode | undefined;
+  if (bgpOn) {
+    const { BgpSpeaker } = await import('../bgp/speaker/speaker.ts');
+    const { BgpFib } = await import('./kernel/fib.ts');
+    bgp = new BgpNode({
+      nodeName: name,
+      createSpeaker: (c) => new BgpSpeaker(c),
+      fib: new BgpFib(),
+      originates: true,
+      compute: explicitListenPort(config),
+      resyncIntervalMs: parseDuration(String(v.routeRefreshInterval)),
+    });
+    await bgp.start();
+    const b = bgp;
+    metrics.bgp.setSource(() => b.speaker?.status());
+  }
   const agent = new NodeAgent(
     { calc, acl, ifaces: kernel.ifaces, routes: kernel.routes, linkUp: (i) => kernel.linkUp(i) },
     log,
@@ -135,17 +168,22 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
         metrics.ipSets.set(model.ipSets.size);
         metrics.badData.set(model.problems.length);
         if (rec.error) metrics.errors.inc({ where: 'apply' });
+        bgp?.onApplied(model, rec.inSync && !rec.error);
       },
       onProblem: (p) => problems.push(p),
     },
   );
   const syncer = new WatcherSyncer(client, RESOURCE_PREFIX, {
-    onUpdates: (us) => agent.onUpdates(us),
+    onUpdates: (us) => {
+      agent.onUpdates(us);
+      bgp?.onUpdates(us);
+    },
     onStatus: (s) => {
       log.info(`datastore: ${s}`);
       metrics.inSync.set(s === 'InSync' ? 1 : 0);
       if (s === 'InSync') metrics.resyncs.inc();
       agent.onSyncStatus(s);
+      bgp?.onSyncStatus(s);
     },
     onError: (m) => {
       metrics.errors.inc({ where: 'datastore' });
@@ -156,6 +194,7 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
   syncer.start();
 
   const refresh = setInterval(() => agent.periodicResync(), parseDuration(String(v.routeRefreshInterval)));
+  const aclRefresh = setInterval(() => agent.aclResync(), parseDuration(String(v.iptablesRefreshInterval)));
   const reportEvery = parseDuration(String(v.reportingInterval));
   const reporter = new StatusReporter(client, name, reportEvery);
   let reportTimer: NodeJS.Timeout | undefined;
@@ -200,7 +239,7 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
       );
     }
     if (Number(v.metricsPort) > 0) servers.push(await metrics.serve(host, Number(v.metricsPort)));
-    servers.push(await startControlServer(String(v.runDir), { status: statusDoc }));
+    servers.push(await startControlServer(String(v.runDir), { status: statusDoc, ...(bgp ? { bgp: () => ({ ...bgp.status() }) } : {}) }));
   } catch (err) {
     log.error(`cannot start a local server: ${errorMessage(err)}`);
     throw err;
@@ -212,8 +251,11 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
     stop: async () => {
       stopped = true;
       clearInterval(refresh);
+      clearInterval(aclRefresh);
       if (reportTimer) clearTimeout(reportTimer);
       agent.stop();
+      // Cease to every peer; the FIB's routes stay in the kernel like the agent's.
+      await bgp?.stop('routecat node shutting down');
       kernel.stop();
       await syncer.stop();
       await reporter.close();
@@ -221,6 +263,12 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
       // Kernel state stays: traffic keeps flowing while the agent restarts.
     },
   };
+}
+
+/** The listen port when a flag, env var or file set it (it then wins over BGPConfiguration's). */
+export function explicitListenPort(config: ResolvedConfig): { listenPort?: number } {
+  const src = config.sources.bgpListenPort;
+  return src === 'flag' || src === 'env' || src === 'file' ? { listenPort: Number(config.values.bgpListenPort) } : {};
 }
 
 export const runNodeRole: RoleRunner = async (args, env, io) => {

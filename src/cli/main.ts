@@ -59,6 +59,8 @@ async function loadRunner(role: RoleCommand): Promise<RoleRunner | undefined> {
       return (await import('./status.ts')).runStatus;
     case 'node':
       return (await import('../agent/node-role.ts')).runNodeRole;
+    case 'reflector':
+      return (await import('../reflector/role.ts')).runReflectorRole;
     default:
       return (await import('./pending-roles.ts')).pendingRunner(role);
   }

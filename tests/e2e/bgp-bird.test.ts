@@ -8,17 +8,10 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { BgpLab, BIRD_V4, BIRD_V6, RC_V4, RC_V6 } from '../helpers/bird.ts';
-import { labSupport } from '../helpers/netns.ts';
+import { BgpLab, BIRD_V4, BIRD_V6, RC_V4, RC_V6, birdLabSkipReason } from '../helpers/bird.ts';
 
-const support = await labSupport();
-let birdPresent = true;
-try {
-  execFileSync('bird', ['--version'], { stdio: 'ignore' });
-} catch {
-  birdPresent = false;
-}
-const skip = !support.ok ? support.reason : !birdPresent ? 'bird (bird2) is not installed' : false;
+
+const skip = await birdLabSkipReason();
 
 after(() => {
   const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })

@@ -11,19 +11,12 @@
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { labSupport } from '../helpers/netns.ts';
+import { birdLabSkipReason } from '../helpers/bird.ts';
 import { SpeakerLab, birdConf, jsonLines, speakerFib, speakerStatus, v4, v6, waitUntil } from '../helpers/speaker-lab.ts';
 import type { SpeakerPeerConfig } from '../../src/bgp/speaker-api.ts';
 import type { LabProcess } from '../helpers/netns.ts';
 
-const support = await labSupport();
-let birdPresent = true;
-try {
-  execFileSync('bird', ['--version'], { stdio: 'ignore' });
-} catch {
-  birdPresent = false;
-}
-const skip = !support.ok ? support.reason : !birdPresent ? 'bird (bird2) is not installed' : false;
+const skip = await birdLabSkipReason();
 
 after(() => {
   const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' })

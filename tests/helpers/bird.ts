@@ -14,12 +14,13 @@
  * {type:'listening'}, {type:'state'}, {type:'established'}, {type:'update'}, {type:'down'} lines.
  * SIGTERM: stop with a shutdown communication and exit.
  */
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { createLab, sweepStaleNamespaces, type Lab, type LabProcess } from './netns.ts';
+import { createLab, labSupport, sweepStaleNamespaces, type Lab, type LabProcess } from './netns.ts';
 import { BgpSession } from '../../src/bgp/session/session.ts';
 import { packUpdates, endOfRib } from '../../src/bgp/codec/index.ts';
 import type { AfiSafi, UpdateMessage } from '../../src/bgp/types.ts';
@@ -297,4 +298,16 @@ if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) 
     print({ type: 'error', message: err instanceof Error ? err.stack ?? err.message : String(err) });
     process.exit(1);
   });
+}
+
+/** Why a test needing namespaces and bird2 cannot run here (false: it can). */
+export async function birdLabSkipReason(): Promise<string | false> {
+  const support = await labSupport();
+  if (!support.ok) return support.reason;
+  try {
+    execFileSync('bird', ['--version'], { stdio: 'ignore' });
+  } catch {
+    return 'bird (bird2) is not installed';
+  }
+  return false;
 }

@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { connectEtcd, type Etcd3 } from '../../src/datastore/etcd.ts';
 import { ResourceStore } from '../../src/datastore/resource-store.ts';
+import { resourceKey } from '../../src/datastore/keys.ts';
 import { lookupKind } from '../../src/model/kinds.ts';
 import { validateResource } from '../../src/model/validate.ts';
 import { fetchControl } from '../../src/cli/status.ts';
@@ -61,6 +62,8 @@ export class NodeLab {
   readonly hosts = new Map<string, Host>();
   readonly workloads = new Map<string, Workload>();
   readonly dataplane: 'iptables' | 'nftables';
+  /** The bridge namespace of addHosts(). */
+  fabricNs = '';
   readonly #tmp: string;
 
   private constructor(lab: Lab, etcd: EtcdServer, dataplane: 'iptables' | 'nftables') {
@@ -77,9 +80,13 @@ export class NodeLab {
     return new NodeLab(createLab(prefix), etcd, dataplane);
   }
 
-  /** Host namespaces on one fabric segment, each routing the others' blocks statically. */
-  async addHosts(defs: readonly HostDef[]): Promise<void> {
+  /**
+   * Host namespaces on one fabric segment, each routing the others' blocks statically (unless
+   * `staticRoutes: false`: BGP's job then). The fabric namespace is `fabricNs` (for more hosts).
+   */
+  async addHosts(defs: readonly HostDef[], opts: { readonly staticRoutes?: boolean } = {}): Promise<void> {
     const fabric = await this.lab.addNs('fabric');
+    this.fabricNs = fabric;
     await this.lab.sh(fabric, 'ip link add br0 type bridge && ip link set br0 up');
     for (const d of defs) {
       const ns = await this.lab.addNs(d.name);
@@ -94,6 +101,7 @@ export class NodeLab {
       ].join(' && '));
       this.hosts.set(d.name, { ...d, ns, runDir: join(this.#tmp, d.name) });
     }
+    if (opts.staticRoutes === false) return;
     for (const h of this.hosts.values()) {
       for (const o of this.hosts.values()) {
         if (o === h) continue;
@@ -155,12 +163,23 @@ export class NodeLab {
 
   async remove(kindName: string, name: string, namespace?: string): Promise<string> {
     const kind = lookupKind(kindName)!;
-    await this.store.delete(kind, name, kind.namespaced ? (namespace ?? 'demo') : undefined);
-    return (await this.client.get('routecat-test-revision-probe').exec()).header.revision;
+    // The delete's own revision: a later read could return a revision that only status writes
+    // outside the resource prefix reached, which the agent never sees as applied.
+    const r = await this.client.delete().key(resourceKey(kind, name, kind.namespaced ? (namespace ?? 'demo') : undefined)).exec();
+    if (BigInt(r.deleted) === 0n) throw new Error(`${kindName} ${name} not found`);
+    return r.header.revision;
   }
 
-  /** Starts (or restarts) `routecat node` inside the host's namespace. */
-  startAgent(hostName: string, extra: readonly string[] = []): LabProcess {
+  /** A scratch directory of this lab (removed by cleanup()). */
+  get tmpDir(): string {
+    return this.#tmp;
+  }
+
+  /**
+   * Starts (or restarts) `routecat node` inside the host's namespace; policy only (`--no-bgp`)
+   * unless `bgp: true`.
+   */
+  startAgent(hostName: string, extra: readonly string[] = [], opts: { readonly bgp?: boolean } = {}): LabProcess {
     const h = this.hosts.get(hostName)!;
     h.agent = this.lab.spawn(h.ns, process.execPath, [
       '--import', 'tsx', join(ROOT, 'src/main.ts'), 'node',
@@ -169,15 +188,17 @@ export class NodeLab {
       '--etcd-endpoints', this.etcd.unixEndpoint,
       '--dataplane', this.dataplane,
       '--run-dir', h.runDir,
-      '--no-bgp',
+      ...(opts.bgp ? [] : ['--no-bgp']),
       '--route-refresh-interval', '2s',
+      '--iptables-refresh-interval', '2s',
       '--reporting-interval', '2s',
       ...extra,
     ]);
     return h.agent;
   }
 
-  async stopAgent(hostName: string): Promise<void> {
+  /** Stops the agent: SIGTERM (SIGKILL after 10 s), or at once with `signal: 'SIGKILL'` (a crash). */
+  async stopAgent(hostName: string, opts: { readonly signal?: 'SIGTERM' | 'SIGKILL' } = {}): Promise<void> {
     const h = this.hosts.get(hostName)!;
     const a = h.agent;
     h.agent = undefined;
@@ -195,7 +216,7 @@ export class NodeLab {
         resolveStop();
         return;
       }
-      a.child.kill('SIGTERM');
+      a.child.kill(opts.signal ?? 'SIGTERM');
     });
   }
 

@@ -7,6 +7,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  AclCompileCache,
   chainTargets,
   compileAclModel,
   createAclDataplane,
@@ -19,7 +20,8 @@ import {
   type CommandRunner,
 } from '../../src/agent/dataplane/acl.ts';
 import { CommandError } from '../../src/agent/dataplane/exec.ts';
-import { portChunks } from '../../src/agent/dataplane/iptables.ts';
+import { IptablesDataplane, portChunks } from '../../src/agent/dataplane/iptables.ts';
+import { NftablesDataplane } from '../../src/agent/dataplane/nftables.ts';
 import type {
   CompiledPolicy,
   CompiledRule,
@@ -840,4 +842,100 @@ describe('nftables backend', () => {
       assert.equal(rules[rules.length - 2], 'jump rc-from-wl-dispatch');
     }
   });
+});
+
+describe('incremental compile and render', () => {
+  const opts = { ifacePrefix: 'cali', endpointToHostAction: 'Drop', ipv6: true } as const;
+  const web2 = { ...web, ingress: [rule('deny', { protocol: 'udp' })] };
+  const tenantA2: IpSet = { ...tenantA, ipv4: [...tenantA.ipv4, '10.65.0.9/32'] };
+
+  /** A run of models, each one change from the one before, ending where it started plus a bit. */
+  function steps(): { what: string; parts: ModelParts }[] {
+    const base = baseParts();
+    const w4 = workload(4, { profile: 'pro/tenant-b', ingress: { tiers: [{ tier: 'security', policies: [web.id] }], profiles: ['pro/tenant-b'] } });
+    const withW4 = { ...base, endpoints: [...base.endpoints, w4] };
+    const webChanged = { ...withW4, policies: withW4.policies.map((p) => (p.id === web.id ? web2 : p)) };
+    const setChanged = { ...webChanged, ipSets: [tenantA2, tenantB] };
+    const webGone = { ...setChanged, policies: setChanged.policies.filter((p) => p.id !== web.id) };
+    const setGone = { ...webGone, ipSets: [tenantB] };
+    const w1Changed = { ...setGone, endpoints: setGone.endpoints.map((e) => (e.name === 'w1' ? { ...e, ipv4Nets: ['10.65.0.11/32'] } : e)) };
+    const hostEp: LocalEndpoint = { ...workload(9, { profile: 'pro/tenant-b' }), id: 'hep/eth9', type: 'host', name: 'eth9', iface: 'eth9' };
+    const withHost = { ...w1Changed, endpoints: [...w1Changed.endpoints, hostEp] };
+    return [
+      { what: 'base', parts: base },
+      { what: 'endpoint w4 added', parts: withW4 },
+      { what: 'policy web changed', parts: webChanged },
+      { what: 'set tenant-a grew', parts: setChanged },
+      { what: 'policy web gone, still referenced', parts: webGone },
+      { what: 'set tenant-a gone, still referenced', parts: setGone },
+      { what: 'endpoint w1 changed', parts: w1Changed },
+      { what: 'host endpoint added', parts: withHost },
+      { what: 'back to base', parts: base },
+    ];
+  }
+
+  test('every step equals a from-scratch compile; unchanged chains and sets are the same objects', () => {
+    const cache = new AclCompileCache();
+    let prev: ReturnType<typeof compileAclModel> | undefined;
+    for (const { what, parts } of steps()) {
+      // The same endpoint and policy objects as the step before where unchanged (as the calculation keeps them).
+      const m = model(parts);
+      const got = compileAclModel(m, opts, cache);
+      assert.deepEqual(got, compileAclModel(m, opts), what);
+      if (prev) {
+        const before = new Map(prev.chains.map((c) => [c.name, c]));
+        const reused = got.chains.filter((c) => before.get(c.name) === c).length;
+        assert.equal(reused, cache.lastStats.policyChainsReused + cache.lastStats.endpointChainsReused, what);
+      }
+      prev = got;
+    }
+  });
+
+  test('what a change rebuilds: its own chains only', () => {
+    const cache = new AclCompileCache();
+    const [base, withW4, webChanged, setChanged, webGone] = steps();
+    const r0 = compileAclModel(model(base.parts), opts, cache);
+    assert.deepEqual(cache.lastStats, { policyChainsReused: 0, policyChainsBuilt: 6, endpointChainsReused: 0, endpointChainsBuilt: 6 });
+    const again = compileAclModel(model(base.parts), opts, cache);
+    assert.deepEqual(cache.lastStats, { policyChainsReused: 6, policyChainsBuilt: 0, endpointChainsReused: 6, endpointChainsBuilt: 0 });
+    assert.deepEqual(again.sets, r0.sets);
+    for (const [i, s] of again.sets.entries()) assert.equal(s, r0.sets[i], 'unchanged set: the same AclSet');
+
+    compileAclModel(model(withW4.parts), opts, cache);
+    assert.deepEqual(cache.lastStats, { policyChainsReused: 6, policyChainsBuilt: 0, endpointChainsReused: 6, endpointChainsBuilt: 2 }, 'only the new endpoint');
+    compileAclModel(model(webChanged.parts), opts, cache);
+    assert.deepEqual(cache.lastStats, { policyChainsReused: 5, policyChainsBuilt: 1, endpointChainsReused: 8, endpointChainsBuilt: 0 }, 'only the policy; endpoints jump to the same chain name');
+    const before = compileAclModel(model(webChanged.parts), opts, cache);
+    const grown = compileAclModel(model(setChanged.parts), opts, cache);
+    assert.deepEqual(cache.lastStats, { policyChainsReused: 6, policyChainsBuilt: 0, endpointChainsReused: 8, endpointChainsBuilt: 0 }, 'set members live in the set');
+    const a4 = ipSetName(4, tenantA.id);
+    assert.notEqual(grown.sets.find((s) => s.name === a4), before.sets.find((s) => s.name === a4));
+    assert.equal(grown.sets.find((s) => s.name !== a4 && s.name.startsWith('rc4')), before.sets.find((s) => s.name !== a4 && s.name.startsWith('rc4')));
+    compileAclModel(model(webGone.parts), opts, cache);
+    assert.deepEqual(cache.lastStats, { policyChainsReused: 5, policyChainsBuilt: 0, endpointChainsReused: 6, endpointChainsBuilt: 2 }, 'endpoints that jumped to the vanished policy');
+  });
+
+  for (const kind of ['iptables', 'nftables'] as const) {
+    test(`${kind}: only new chains are rendered; the kernel ends as a from-scratch apply leaves it`, async () => {
+      const fake = new FakeKernel();
+      const dp = newDp(kind, fake);
+      const memos = dp instanceof IptablesDataplane ? [dp.rendered[4], dp.rendered[6]] : [(dp as NftablesDataplane).rendered];
+      const cache = dp instanceof IptablesDataplane ? dp.compileCache : (dp as NftablesDataplane).compileCache;
+      for (const { what, parts } of steps()) {
+        const misses = memos.map((m) => m.misses);
+        const m = model(parts);
+        await dp.apply(m, { inSync: true });
+        const chains = compileAclModel(m, opts).chains;
+        const fresh = chains.length - cache.lastStats.policyChainsReused - cache.lastStats.endpointChainsReused;
+        for (const [i, memo] of memos.entries()) {
+          assert.equal(memo.misses - misses[i], fresh, `${what}: chains rendered`);
+        }
+        const scratch = new FakeKernel();
+        await newDp(kind, scratch).apply(m, { inSync: true });
+        assert.deepEqual(fake.ipt, scratch.ipt, what);
+        assert.deepEqual(fake.ipsets, scratch.ipsets, what);
+        assert.deepEqual(fake.nft, scratch.nft, what);
+      }
+    });
+  }
 });

@@ -430,20 +430,20 @@ export interface ChainDiff {
 }
 
 /**
- * Compare desired rule-hash lists with read-back ones. `actual` maps every chain of ours found in
+ * Compare desired rule-hash lists with read-back ones (the same array object: equal). `actual` maps every chain of ours found in
  * the kernel to its rules' hashes (null for a rule without our comment, which forces a rewrite).
  */
 export function diffChains(
-  desired: ReadonlyMap<string, readonly RenderedRule[]>,
+  desired: ReadonlyMap<string, readonly string[]>,
   actual: ReadonlyMap<string, readonly (string | null)[]>,
 ): ChainDiff {
   const create: string[] = [];
   const rewrite: string[] = [];
   const stale: string[] = [];
-  for (const [name, rules] of desired) {
+  for (const [name, hashes] of desired) {
     const have = actual.get(name);
     if (!have) create.push(name);
-    else if (have.length !== rules.length || rules.some((r, i) => r.hash !== have[i])) rewrite.push(name);
+    else if (have !== hashes && (have.length !== hashes.length || hashes.some((h, i) => h !== have[i]))) rewrite.push(name);
   }
   for (const name of actual.keys()) if (!desired.has(name)) stale.push(name);
   return { create, rewrite, stale };
@@ -496,13 +496,53 @@ class Compiler {
   readonly chains = new Map<string, AclChain>();
   readonly sets = new Map<string, AclSet>();
   readonly skipped: string[] = [];
-  /** Policy chains already built: `${id}\0${dir}` -> chain name (null: unknown policy). */
-  readonly policyChains = new Map<string, string | null>();
+  /** Policy chains already built, per direction: policy id -> chain name (null: unknown policy). */
+  readonly policyChains: Record<Direction, Map<string, string | null>> = { ingress: new Map(), egress: new Map() };
+  /** What the previous compile built (null: compile everything). */
+  readonly cache: AclCompileCache | null;
+  /** What this compile built, for the next one. */
+  readonly next: CacheGeneration;
+  readonly stats = { policyChainsReused: 0, policyChainsBuilt: 0, endpointChainsReused: 0, endpointChainsBuilt: 0 };
+  /** While a policy chain is built: the IP sets it asked for (replayed when the chain is reused). */
+  private setRefs: Array<readonly [Family, string]> | null = null;
 
-  constructor(model: DataplaneModel, opts: AclCompileOptions) {
+  constructor(model: DataplaneModel, opts: AclCompileOptions, cache: AclCompileCache | null) {
     this.model = model;
     this.opts = opts;
     this.families = opts.ipv6 ? [4, 6] : [4];
+    const optsKey = `${opts.ifacePrefix}\u0000${opts.endpointToHostAction}\u0000${opts.ipv6}`;
+    this.cache = cache && cache.optsKey === optsKey ? cache : null;
+    this.next = { optsKey, policies: new Map(), endpoints: new Map(), sets: new Map() };
+  }
+
+  /**
+   * An endpoint chain: reused (the same AclChain object) when the endpoint object and the policy
+   * chains it jumps to are the ones the previous compile saw, else built by `rules()`.
+   */
+  endpointChain(name: string, ep: LocalEndpoint, deps: string, rules: () => AclRule[]): void {
+    const old = this.cache?.generation.endpoints.get(name);
+    let entry: EndpointChainEntry;
+    if (old && old.ep === ep && old.deps === deps) {
+      entry = old;
+      this.stats.endpointChainsReused++;
+    } else {
+      entry = { ep, deps, chain: { name, table: 'filter', rules: rules() } };
+      this.stats.endpointChainsBuilt++;
+    }
+    this.next.endpoints.set(name, entry);
+    this.add(entry.chain);
+  }
+
+  /** The policy chains `pols` refers to, in order, as one string (null: not in the model). */
+  policyDeps(pols: EndpointPolicies, dir: Direction): string {
+    const names: string[] = [];
+    for (const tier of pols.tiers) {
+      names.push('|');
+      for (const id of tier.policies) names.push(this.policyChain(id, dir) ?? '-');
+    }
+    names.push('|');
+    for (const id of pols.profiles) names.push(this.policyChain(id, dir) ?? '-');
+    return names.join(' ');
   }
 
   add(chain: AclChain): void {
@@ -599,23 +639,15 @@ class Compiler {
       const tw = endpointChainName('tw', ep);
       fromWl.push({ iface: ep.iface, chain: fw });
       toWl.push({ iface: ep.iface, chain: tw });
-      this.add({
-        name: fw,
-        table: 'filter',
-        rules: [
-          { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
-          ...this.antiSpoof(ep),
-          ...this.policyRules(ep.egress, 'egress', 'return'),
-        ],
-      });
-      this.add({
-        name: tw,
-        table: 'filter',
-        rules: [
-          { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
-          ...this.policyRules(ep.ingress, 'ingress', 'return'),
-        ],
-      });
+      this.endpointChain(fw, ep, this.policyDeps(ep.egress, 'egress'), () => [
+        { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
+        ...this.antiSpoof(ep),
+        ...this.policyRules(ep.egress, 'egress', 'return'),
+      ]);
+      this.endpointChain(tw, ep, this.policyDeps(ep.ingress, 'ingress'), () => [
+        { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
+        ...this.policyRules(ep.ingress, 'ingress', 'return'),
+      ]);
     }
     this.add({ name: CHAIN.fromWlDispatch, table: 'filter', rules: dispatchRules('iif', fromWl, DROP) });
     this.add({ name: CHAIN.toWlDispatch, table: 'filter', rules: dispatchRules('oif', toWl, DROP) });
@@ -633,26 +665,18 @@ class Compiler {
           { match: { ctState: ['invalid'] }, action: DROP },
           { match: { ctState: ['related', 'established'] }, action: ACCEPT },
         ];
-        this.add({
-          name: fh,
-          table: 'filter',
-          rules: [
-            ...conntrack,
-            { match: {}, action: { kind: 'jump', chain: CHAIN.failsafeIn } },
-            { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
-            ...this.policyRules(ep.ingress, 'ingress', 'accept'),
-          ],
-        });
-        this.add({
-          name: th,
-          table: 'filter',
-          rules: [
-            ...conntrack,
-            { match: {}, action: { kind: 'jump', chain: CHAIN.failsafeOut } },
-            { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
-            ...this.policyRules(ep.egress, 'egress', 'accept'),
-          ],
-        });
+        this.endpointChain(fh, ep, this.policyDeps(ep.ingress, 'ingress'), () => [
+          ...conntrack,
+          { match: {}, action: { kind: 'jump', chain: CHAIN.failsafeIn } },
+          { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
+          ...this.policyRules(ep.ingress, 'ingress', 'accept'),
+        ]);
+        this.endpointChain(th, ep, this.policyDeps(ep.egress, 'egress'), () => [
+          ...conntrack,
+          { match: {}, action: { kind: 'jump', chain: CHAIN.failsafeOut } },
+          { match: {}, action: { kind: 'clearMark', bits: MARK_ALL } },
+          ...this.policyRules(ep.egress, 'egress', 'accept'),
+        ]);
       }
       this.add({ name: CHAIN.fromHepDispatch, table: 'filter', rules: dispatchRules('iif', fromHep, null) });
       this.add({ name: CHAIN.toHepDispatch, table: 'filter', rules: dispatchRules('oif', toHep, null) });
@@ -713,21 +737,49 @@ class Compiler {
   }
 
   policyChain(id: string, dir: Direction): string | null {
-    const key = `${id}\u0000${dir}`;
-    const known = this.policyChains.get(key);
+    const known = this.policyChains[dir].get(id);
     if (known !== undefined) return known;
+    const key = `${id}\u0000${dir}`;
     const policy = this.model.policies.get(id);
     if (!policy) {
       this.skipped.push(`policy '${id}' (${dir}) is referenced but not in the model; treated as matching nothing`);
-      this.policyChains.set(key, null);
+      this.policyChains[dir].set(id, null);
       return null;
     }
     const name = policyChainName(policy, dir);
-    this.policyChains.set(key, name);
+    this.policyChains[dir].set(id, name);
+    const old = this.cache?.generation.policies.get(key);
+    // Reusable when it is the same compiled policy and every IP set it named is still (or still
+    // not) in the model: set names depend only on ids, members live in the sets.
+    if (old && old.policy === policy && old.setRefs.every(([, id], i) => this.model.ipSets.has(id) === old.setPresent[i])) {
+      for (const [family, id] of old.setRefs) this.ipSet(family, id);
+      this.skipped.push(...old.skipped);
+      this.next.policies.set(key, old);
+      this.add(old.chain);
+      this.stats.policyChainsReused++;
+      return name;
+    }
     const rules: AclRule[] = [];
     const source = dir === 'ingress' ? policy.ingress : policy.egress;
-    for (const rule of source) rules.push(...this.compileRule(policy, dir, rule));
-    this.add({ name, table: 'filter', rules });
+    const skippedBefore = this.skipped.length;
+    const outer = this.setRefs;
+    const setRefs: Array<readonly [Family, string]> = [];
+    this.setRefs = setRefs;
+    try {
+      for (const rule of source) rules.push(...this.compileRule(policy, dir, rule));
+    } finally {
+      this.setRefs = outer;
+    }
+    const chain: AclChain = { name, table: 'filter', rules };
+    this.next.policies.set(key, {
+      policy,
+      setRefs,
+      setPresent: setRefs.map(([, id]) => this.model.ipSets.has(id)),
+      skipped: this.skipped.slice(skippedBefore),
+      chain,
+    });
+    this.add(chain);
+    this.stats.policyChainsBuilt++;
     return name;
   }
 
@@ -855,11 +907,18 @@ class Compiler {
   }
 
   ipSet(family: Family, id: string): string | null {
+    this.setRefs?.push([family, id]);
     const src = this.model.ipSets.get(id);
     if (!src) return null;
     const name = ipSetName(family, id);
     if (!this.sets.has(name)) {
-      this.sets.set(name, { name, family, members: canonicalNets(family === 4 ? src.ipv4 : src.ipv6, family) });
+      // The same AclSet object while its members are unchanged (backends cache per object).
+      const nets = family === 4 ? src.ipv4 : src.ipv6;
+      const old = this.cache?.generation.sets.get(name);
+      const key = nets.join(',');
+      const set = old && old.key === key ? old.set : { name, family, members: canonicalNets(nets, family) };
+      this.next.sets.set(name, { key, set });
+      this.sets.set(name, set);
     }
     return name;
   }
@@ -963,9 +1022,88 @@ function failsafeRules(list: readonly { protocol: 'tcp' | 'udp'; port: number }[
   return rules;
 }
 
-/** DataplaneModel -> the backend-neutral rule model. Pure; throws AclError on unusable values. */
-export function compileAclModel(model: DataplaneModel, opts: AclCompileOptions): AclRuleset {
-  return new Compiler(model, opts).compile();
+/**
+ * DataplaneModel -> the backend-neutral rule model. Pure apart from `cache`; throws AclError on
+ * unusable values (and then leaves the cache as it was).
+ *
+ * With a cache, chains whose inputs are the very objects the previous compile saw (a
+ * CompiledPolicy, a LocalEndpoint, the names of the policy chains an endpoint jumps to) are
+ * returned as the same AclChain objects, and sets with unchanged members as the same AclSet
+ * objects, so the backends can keep what they rendered from them (see AclRenderCache). The output
+ * equals a from-scratch compile of the same model.
+ */
+export function compileAclModel(model: DataplaneModel, opts: AclCompileOptions, cache?: AclCompileCache): AclRuleset {
+  const compiler = new Compiler(model, opts, cache ?? null);
+  const ruleset = compiler.compile();
+  if (cache) {
+    cache.generation = compiler.next;
+    cache.optsKey = compiler.next.optsKey;
+    cache.lastStats = { ...compiler.stats };
+  }
+  return ruleset;
+}
+
+interface PolicyChainEntry {
+  readonly policy: CompiledPolicy;
+  /** IP sets the chain's rules asked for, and whether each was in the model then. */
+  readonly setRefs: ReadonlyArray<readonly [Family, string]>;
+  readonly setPresent: readonly boolean[];
+  readonly skipped: readonly string[];
+  readonly chain: AclChain;
+}
+
+interface EndpointChainEntry {
+  readonly ep: LocalEndpoint;
+  readonly deps: string;
+  readonly chain: AclChain;
+}
+
+interface CacheGeneration {
+  readonly optsKey: string;
+  /** `${policy id}\0${dir}` -> chain. */
+  readonly policies: Map<string, PolicyChainEntry>;
+  /** Endpoint chain name -> chain. */
+  readonly endpoints: Map<string, EndpointChainEntry>;
+  /** Set name -> members as the model listed them (joined) and the AclSet made from them. */
+  readonly sets: Map<string, { readonly key: string; readonly set: AclSet }>;
+}
+
+export interface AclCompileStats {
+  readonly policyChainsReused: number;
+  readonly policyChainsBuilt: number;
+  readonly endpointChainsReused: number;
+  readonly endpointChainsBuilt: number;
+}
+
+/**
+ * What one dataplane's compiles share: the previous compile's chains and sets by their inputs.
+ * Holds only what the last compile produced (anything no longer in the model is dropped).
+ */
+export class AclCompileCache {
+  optsKey = '';
+  generation: CacheGeneration = { optsKey: '', policies: new Map(), endpoints: new Map(), sets: new Map() };
+  /** Reuse counts of the last compile (tests, debug logs). */
+  lastStats: AclCompileStats = { policyChainsReused: 0, policyChainsBuilt: 0, endpointChainsReused: 0, endpointChainsBuilt: 0 };
+}
+
+/**
+ * Per-object memo for what a backend derives from compiled chains and sets: keyed by the AclChain /
+ * AclSet object (which AclCompileCache keeps identical while its inputs are), so an unchanged chain
+ * is rendered and hashed once. Weak: entries go with the objects.
+ */
+export class ObjectMemo<K extends object, V> {
+  private readonly map = new WeakMap<K, V>();
+  /** Computations done (misses), for tests. */
+  misses = 0;
+  get(key: K, make: (key: K) => V): V {
+    let v = this.map.get(key);
+    if (v === undefined) {
+      v = make(key);
+      this.map.set(key, v);
+      this.misses++;
+    }
+    return v;
+  }
 }
 
 /** Every chain a rule of `rules` jumps or goes to (for ordering and checks). */

@@ -20,6 +20,8 @@ import { logger } from '../../log.ts';
 import type { DataplaneModel, PortRange } from '../model.ts';
 import {
   AclError,
+  AclCompileCache,
+  ObjectMemo,
   OneAtATime,
   compileAclModel,
   diffChains,
@@ -67,8 +69,8 @@ const BUILTIN_CHAINS = new Set(['INPUT', 'FORWARD', 'OUTPUT', 'PREROUTING', 'POS
 
 /** What iptables-save showed for one (family, table), restricted to what is ours. */
 export interface IptablesTableState {
-  /** Our chains -> hashes of their rules (null for a rule without our comment). */
-  readonly chains: Map<string, (string | null)[]>;
+  /** Our chains -> hashes of their rules (null for a rule without our comment). Never mutated. */
+  readonly chains: Map<string, readonly (string | null)[]>;
   /** Built-in chain -> its rules' positions and text for the rules carrying `routecat:`. */
   readonly jumps: Map<string, { index: number; hash: string; spec: string }[]>;
 }
@@ -77,6 +79,8 @@ export interface IpsetState {
   readonly type: string;
   readonly family: string;
   readonly members: Set<string>;
+  /** The desired member list this state was written from (the same array: nothing to compare). */
+  readonly source?: readonly string[];
 }
 
 interface KernelState {
@@ -207,12 +211,20 @@ export function renderIptablesRule(rule: AclRule, family: Family, derived: Deriv
   return matches.map((m) => join(m, target));
 }
 
-function renderChain(chain: AclChain, family: Family, derived: DerivedSets): RenderedRule[] {
-  const out: RenderedRule[] = [];
+/** One chain rendered for one family: its rules, their hashes, the derived sets they use. */
+export interface RenderedIptablesChain {
+  readonly rules: readonly RenderedRule[];
+  readonly hashes: readonly string[];
+  readonly derived: DerivedSets;
+}
+
+export function renderIptablesChain(chain: AclChain, family: Family): RenderedIptablesChain {
+  const rules: RenderedRule[] = [];
+  const derived: DerivedSets = new Map();
   for (const rule of chain.rules) {
-    for (const text of renderIptablesRule(rule, family, derived)) out.push({ text, hash: ruleHash(chain.name, text) });
+    for (const text of renderIptablesRule(rule, family, derived)) rules.push({ text, hash: ruleHash(chain.name, text) });
   }
-  return out;
+  return { rules, hashes: rules.map((r) => r.hash), derived };
 }
 
 function ruleLine(chain: string, r: RenderedRule): string {
@@ -315,7 +327,7 @@ export function ipsetMembers(nets: readonly string[]): string[] {
 
 interface DesiredTable {
   readonly key: TableKey;
-  readonly chains: Map<string, RenderedRule[]>;
+  readonly chains: Map<string, RenderedIptablesChain>;
   /** Built-in chain -> our chain it must jump to. */
   readonly hooks: Map<string, string>;
 }
@@ -329,6 +341,11 @@ export class IptablesDataplane implements AclDataplane {
   private lastSkipped = '';
   /** apply/readBack/cleanup never overlap. */
   private readonly serial = new OneAtATime();
+  /** Chains and sets of the last compile, reused while their inputs are the same objects. */
+  readonly compileCache = new AclCompileCache();
+  /** Rendered chains per family and ipset members, per compiled object (unchanged: not redone). */
+  readonly rendered: Record<Family, ObjectMemo<AclChain, RenderedIptablesChain>> = { 4: new ObjectMemo(), 6: new ObjectMemo() };
+  private readonly members = new ObjectMemo<readonly string[], string[]>();
 
   constructor(settings: AclSettings) {
     this.settings = settings;
@@ -384,7 +401,7 @@ export class IptablesDataplane implements AclDataplane {
 
   private async applyNow(model: DataplaneModel, opts: AclApplyOptions): Promise<AclApplyStats> {
     const start = performance.now();
-    const ruleset = compileAclModel(model, this.settings);
+    const ruleset = compileAclModel(model, this.settings, this.compileCache);
     const skipped = ruleset.skipped.join('; ');
     if (skipped !== this.lastSkipped && skipped) log.warn(`not programmed: ${skipped}`);
     this.lastSkipped = skipped;
@@ -394,13 +411,15 @@ export class IptablesDataplane implements AclDataplane {
     const desired: DesiredTable[] = [];
     let rulesTotal = 0;
     for (const key of this.tables) {
-      const chains = new Map<string, RenderedRule[]>();
+      const chains = new Map<string, RenderedIptablesChain>();
       const hooks = new Map<string, string>();
+      const memo = this.rendered[key.family];
       for (const chain of ruleset.chains) {
         if (chain.table !== key.table) continue;
-        const rendered = renderChain(chain, key.family, derived);
+        const rendered = memo.get(chain, (c) => renderIptablesChain(c, key.family));
+        for (const [name, set] of rendered.derived) derived.set(name, set);
         chains.set(chain.name, rendered);
-        rulesTotal += rendered.length;
+        rulesTotal += rendered.rules.length;
         if (chain.hook) {
           hooks.set(BUILTIN[chain.hook], chain.name);
           rulesTotal += 1;
@@ -408,12 +427,12 @@ export class IptablesDataplane implements AclDataplane {
       }
       desired.push({ key, chains, hooks });
     }
-    const desiredSets = new Map<string, { family: Family; members: string[] }>();
+    const desiredSets = new Map<string, { family: Family; members: readonly string[] }>();
     for (const s of ruleset.sets) {
       if (s.family === 6 && !this.settings.ipv6) continue;
-      desiredSets.set(s.name, { family: s.family, members: ipsetMembers(s.members) });
+      desiredSets.set(s.name, { family: s.family, members: this.members.get(s.members, ipsetMembers) });
     }
-    for (const [name, s] of derived) desiredSets.set(name, { family: s.family, members: ipsetMembers(s.members) });
+    for (const [name, s] of derived) desiredSets.set(name, { family: s.family, members: this.members.get(s.members, ipsetMembers) });
     for (const name of desiredSets.keys()) {
       if (name.length > MAX_SET_NAME) throw new AclError('E_ACL_MODEL', `ipset name '${name}' is too long`);
     }
@@ -431,6 +450,7 @@ export class IptablesDataplane implements AclDataplane {
         const have = state.sets.get(name);
         const family = want.family === 4 ? 'inet' : 'inet6';
         const lines: string[] = [];
+        if (have && have.source === want.members && have.type === 'hash:net' && have.family === family) continue;
         if (!have || have.type !== 'hash:net' || have.family !== family) {
           if (have) lines.push(`destroy ${name}`);
           lines.push(`create ${name} hash:net family ${family} maxelem 1048576`);
@@ -450,21 +470,26 @@ export class IptablesDataplane implements AclDataplane {
         wrote = true;
       }
       for (const [name, want] of desiredSets) {
-        state.sets.set(name, { type: 'hash:net', family: want.family === 4 ? 'inet' : 'inet6', members: new Set(want.members) });
+        if (state.sets.get(name)?.source === want.members) continue;
+        state.sets.set(name, { type: 'hash:net', family: want.family === 4 ? 'inet' : 'inet6', members: new Set(want.members), source: want.members });
       }
 
       // 2. One atomic restore per (family, table).
       for (const d of desired) {
         const have = state.tables.get(keyOf(d.key)) ?? { chains: new Map(), jumps: new Map() };
-        const diff = diffChains(d.chains, have.chains);
+        const wantHashes = new Map<string, readonly string[]>();
+        for (const [name, c] of d.chains) wantHashes.set(name, c.hashes);
+        const diff = diffChains(wantHashes, have.chains);
         const del = opts.inSync ? diff.stale : [];
         const declare = [...diff.create, ...diff.rewrite, ...del];
         const body: string[] = [];
-        for (const [name, rules] of d.chains) {
-          if (!diff.create.includes(name) && !diff.rewrite.includes(name)) continue;
+        for (const name of [...diff.create, ...diff.rewrite]) {
+          const rules = d.chains.get(name)!.rules;
           for (const r of rules) body.push(ruleLine(name, r));
           rulesWritten += rules.length;
         }
+        // Equal chains now share the desired hash arrays: the next diff of them is one comparison.
+        for (const [name, hashes] of wantHashes) have.chains.set(name, hashes);
         // Jump rules: exactly one of ours, first in each hooked built-in chain.
         const jumpLines: string[] = [];
         const newJumps = new Map<string, { index: number; hash: string; spec: string }[]>();
@@ -490,7 +515,10 @@ export class IptablesDataplane implements AclDataplane {
           newJumps.set(builtin, [{ index: 0, hash, spec: `-m comment --comment "routecat:${hash}" ${text}` }]);
           rulesWritten += 1;
         }
-        if (declare.length === 0 && body.length === 0 && jumpLines.length === 0) continue;
+        if (declare.length === 0 && body.length === 0 && jumpLines.length === 0) {
+          state.tables.set(keyOf(d.key), have);
+          continue;
+        }
         const script = [
           `*${d.key.table}`,
           ...declare.map((c) => `:${c} - [0:0]`),
@@ -504,7 +532,6 @@ export class IptablesDataplane implements AclDataplane {
         await this.run(cmd, ['--noflush', '-w', '10'], script);
         wrote = true;
         for (const c of del) have.chains.delete(c);
-        for (const [name, rules] of d.chains) have.chains.set(name, rules.map((r) => r.hash));
         state.tables.set(keyOf(d.key), { chains: have.chains, jumps: newJumps });
       }
 

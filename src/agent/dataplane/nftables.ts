@@ -18,6 +18,8 @@ import { CommandError } from './exec.ts';
 import type { DataplaneModel, PortRange } from '../model.ts';
 import {
   AclError,
+  AclCompileCache,
+  ObjectMemo,
   OneAtATime,
   compileAclModel,
   diffChains,
@@ -34,6 +36,7 @@ import {
   type AclApplyStats,
   type AclChain,
   type AclDataplane,
+  type AclSet,
   type AclHook,
   type AclMatch,
   type AclRule,
@@ -155,11 +158,18 @@ export function renderNftRule(rule: AclRule): string {
   return [renderMatch(rule.match), renderAction(rule.action)].filter((s) => s !== '').join(' ');
 }
 
-function renderChain(chain: AclChain): RenderedRule[] {
-  return chain.rules.map((rule) => {
+/** One chain rendered: its rules and their hashes. */
+export interface RenderedNftChain {
+  readonly rules: readonly RenderedRule[];
+  readonly hashes: readonly string[];
+}
+
+export function renderNftChain(chain: AclChain): RenderedNftChain {
+  const rules = chain.rules.map((rule) => {
     const text = renderNftRule(rule);
     return { text, hash: ruleHash(chain.name, text) };
   });
+  return { rules, hashes: rules.map((r) => r.hash) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -168,12 +178,12 @@ function renderChain(chain: AclChain): RenderedRule[] {
 
 export interface NftChainState {
   readonly hook?: string;
-  readonly hashes: (string | null)[];
+  readonly hashes: readonly (string | null)[];
 }
 
 export interface NftSetState {
   readonly type: string;
-  readonly ranges: AddrRange[];
+  readonly ranges: readonly AddrRange[];
 }
 
 export interface NftTableState {
@@ -233,9 +243,9 @@ export function parseNftJson(text: string): NftTableState {
     const rule = pick('rule');
     if (rule) {
       const name = String(rule.chain);
-      const c = chains.get(name) ?? { hashes: [] };
-      c.hashes.push(typeof rule.comment === 'string' ? (RULE_HASH.exec(rule.comment)?.[1] ?? null) : null);
-      chains.set(name, c);
+      let c = chains.get(name);
+      if (!c) chains.set(name, (c = { hashes: [] }));
+      (c.hashes as (string | null)[]).push(typeof rule.comment === 'string' ? (RULE_HASH.exec(rule.comment)?.[1] ?? null) : null);
     }
   }
   return { exists, chains, sets };
@@ -252,6 +262,11 @@ export class NftablesDataplane implements AclDataplane {
   private lastSkipped = '';
   /** apply/readBack/cleanup never overlap. */
   private readonly serial = new OneAtATime();
+  /** Chains and sets of the last compile, reused while their inputs are the same objects. */
+  readonly compileCache = new AclCompileCache();
+  /** Rendered chains and set intervals per compiled object (unchanged: not redone). */
+  readonly rendered = new ObjectMemo<AclChain, RenderedNftChain>();
+  private readonly ranges = new ObjectMemo<AclSet, AddrRange[]>();
 
   constructor(settings: AclSettings) {
     this.settings = settings;
@@ -286,19 +301,19 @@ export class NftablesDataplane implements AclDataplane {
 
   private async applyNow(model: DataplaneModel, opts: AclApplyOptions): Promise<AclApplyStats> {
     const start = performance.now();
-    const ruleset = compileAclModel(model, this.settings);
+    const ruleset = compileAclModel(model, this.settings, this.compileCache);
     const skipped = ruleset.skipped.join('; ');
     if (skipped !== this.lastSkipped && skipped) log.warn(`not programmed: ${skipped}`);
     this.lastSkipped = skipped;
 
-    const desired = new Map<string, RenderedRule[]>();
+    const desired = new Map<string, RenderedNftChain>();
     const hooks = new Map<string, AclHook | undefined>();
     let rulesTotal = 0;
     for (const chain of ruleset.chains) {
-      const rendered = renderChain(chain);
+      const rendered = this.rendered.get(chain, renderNftChain);
       desired.set(chain.name, rendered);
       hooks.set(chain.name, chain.hook);
-      rulesTotal += rendered.length;
+      rulesTotal += rendered.rules.length;
     }
 
     try {
@@ -311,10 +326,10 @@ export class NftablesDataplane implements AclDataplane {
       // Sets first: rules below may refer to them.
       const setLines: string[] = [];
       for (const s of ruleset.sets) {
-        const ranges = netsToRanges(s.members);
+        const ranges = this.ranges.get(s, (x) => netsToRanges(x.members));
         const have = state.sets.get(s.name);
         const type = s.family === 4 ? 'ipv4_addr' : 'ipv6_addr';
-        if (have && have.type === type && rangesEqual(have.ranges, ranges)) continue;
+        if (have && have.type === type && (have.ranges === ranges || rangesEqual(have.ranges, ranges))) continue;
         if (have && have.type !== type) {
           throw new AclError('E_ACL_APPLY', `nft set '${s.name}' has type ${have.type}, expected ${type}`);
         }
@@ -329,7 +344,7 @@ export class NftablesDataplane implements AclDataplane {
       }
 
       // Chains: a chain whose base-chain-ness differs from what we want is recreated.
-      const actual = new Map<string, (string | null)[]>();
+      const actual = new Map<string, readonly (string | null)[]>();
       const recreate: string[] = [];
       for (const [name, c] of state.chains) {
         if (desired.has(name) && (c.hook ?? undefined) !== hooks.get(name)) {
@@ -338,8 +353,17 @@ export class NftablesDataplane implements AclDataplane {
         }
         actual.set(name, c.hashes);
       }
-      const diff = diffChains(desired, actual);
-      const create = diff.create.filter((n) => !recreate.includes(n));
+      const wantHashes = new Map<string, readonly string[]>();
+      for (const [name, c] of desired) wantHashes.set(name, c.hashes);
+      const diff = diffChains(wantHashes, actual);
+      const recreateSet = new Set(recreate);
+      const create = diff.create.filter((n) => !recreateSet.has(n));
+      // Equal chains now share the desired hash arrays: the next diff of them is one comparison.
+      const rewriteSet = new Set(diff.rewrite);
+      for (const [name, hashes] of wantHashes) {
+        const c = state.chains.get(name);
+        if (c && c.hashes !== hashes && !rewriteSet.has(name) && !recreateSet.has(name)) state.chains.set(name, { hook: c.hook, hashes });
+      }
       const stale = opts.inSync ? diff.stale : [];
       const chainLines: string[] = [];
       for (const name of [...diff.rewrite, ...recreate, ...stale]) chainLines.push(`flush chain ${T} ${name}`);
@@ -348,12 +372,13 @@ export class NftablesDataplane implements AclDataplane {
         const hook = hooks.get(name);
         chainLines.push(hook ? `add chain ${T} ${name} { ${BASE_CHAIN_SPEC[hook]} }` : `add chain ${T} ${name}`);
       }
-      for (const [name, rules] of desired) {
-        if (!diff.rewrite.includes(name) && !create.includes(name) && !recreate.includes(name)) continue;
+      for (const name of [...diff.rewrite, ...create, ...recreate]) {
+        const rules = desired.get(name)!.rules;
         for (const r of rules) chainLines.push(`add rule ${T} ${name} ${r.text} comment "rc:${r.hash}"`);
         rulesWritten += rules.length;
       }
-      const staleSets = opts.inSync ? [...state.sets.keys()].filter((n) => !ruleset.sets.some((s) => s.name === n)) : [];
+      const wantSets = new Set(ruleset.sets.map((s) => s.name));
+      const staleSets = opts.inSync ? [...state.sets.keys()].filter((n) => !wantSets.has(n)) : [];
       const setDeletes = staleSets.map((n) => `delete set ${T} ${n}`);
       setsWritten += staleSets.length;
 
@@ -364,10 +389,10 @@ export class NftablesDataplane implements AclDataplane {
         // Record what the kernel now holds.
         const chains = new Map(state.chains);
         for (const name of stale) chains.delete(name);
-        for (const [name, rules] of desired) chains.set(name, { hook: hooks.get(name), hashes: rules.map((r) => r.hash) });
+        for (const [name, c] of desired) chains.set(name, { hook: hooks.get(name), hashes: c.hashes });
         const sets = new Map(state.sets);
         for (const n of staleSets) sets.delete(n);
-        for (const s of ruleset.sets) sets.set(s.name, { type: s.family === 4 ? 'ipv4_addr' : 'ipv6_addr', ranges: netsToRanges(s.members) });
+        for (const s of ruleset.sets) sets.set(s.name, { type: s.family === 4 ? 'ipv4_addr' : 'ipv6_addr', ranges: this.ranges.get(s, (x) => netsToRanges(x.members)) });
         this.state = { exists: true, chains, sets };
         log.debug(`applied: ${rulesWritten}/${rulesTotal} rules, ${setsWritten} sets written`);
         return { changed: true, rulesWritten, rulesTotal, setsWritten, durationMs: elapsedSince(start) };
