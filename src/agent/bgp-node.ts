@@ -53,6 +53,11 @@ export interface BgpNodeOptions {
   readonly settleMs?: number;
   /** Full FIB resync period (0: never; default 0). */
   readonly resyncIntervalMs?: number;
+  /**
+   * Kernel route protocols (numbers) whose routes in the main table are advertised too, beside
+   * the local workload routes (Calico's export of e.g. `static` routes). Needs `fib`.
+   */
+  readonly exportKernelProtocols?: readonly number[];
   readonly log?: Logger;
 }
 
@@ -129,6 +134,7 @@ export class BgpNode {
   #config: SpeakerConfig | undefined;
   #appliedPeers: readonly SpeakerPeerConfig[] | undefined;
   #localRoutes: string[] | undefined;
+  #exportSeq = 0;
   #localReady = false;
   #initialSyncSent = false;
   #fibSynced = false;
@@ -229,7 +235,26 @@ export class BgpNode {
 
   /** After each agent apply: its local workload routes. */
   onApplied(model: DataplaneModel, inSync: boolean): void {
-    this.setLocalRoutes(localWorkloadRoutes(model), inSync);
+    const workloads = localWorkloadRoutes(model);
+    const protocols = this.#opts.exportKernelProtocols ?? [];
+    const fib = this.#opts.fib;
+    if (protocols.length === 0 || !fib) {
+      this.setLocalRoutes(workloads, inSync);
+      return;
+    }
+    // Kernel routes to export are read after each apply (kernel events trigger applies too); a
+    // read that finishes after a newer one started is dropped.
+    const seq = ++this.#exportSeq;
+    fib.exportedKernelRoutes(protocols).then(
+      (extra) => {
+        if (seq !== this.#exportSeq) return;
+        this.setLocalRoutes([...new Set([...workloads, ...extra])].sort(), inSync);
+      },
+      (err: unknown) => {
+        this.#log.warn(`cannot read kernel routes to export: ${errorMessage(err)}`);
+        if (seq === this.#exportSeq) this.setLocalRoutes(workloads, inSync);
+      },
+    );
   }
 
   status(): BgpNodeStatus {

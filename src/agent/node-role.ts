@@ -117,6 +117,25 @@ export async function retryUntil<T>(what: string, f: () => Promise<T>, stopped: 
   return undefined;
 }
 
+/** iproute2's names for the well-known route protocols (rtnetlink.h RTPROT_*). */
+const ROUTE_PROTOCOL_NAMES: Readonly<Record<string, number>> = { kernel: 2, boot: 3, static: 4, ra: 9, dhcp: 16 };
+
+/** `--bgp-export-protocols static,4,dhcp` -> [4, 4, 16] deduplicated; a bad entry is an error naming it. */
+export function parseRouteProtocols(items: readonly string[]): number[] {
+  const out = new Set<number>();
+  for (const raw of items) {
+    const item = raw.trim().toLowerCase();
+    if (item === '') continue;
+    const n = ROUTE_PROTOCOL_NAMES[item] ?? (/^\d+$/.test(item) ? Number(item) : NaN);
+    if (!Number.isInteger(n) || n < 1 || n > 255) {
+      throw new Error(`bgpExportProtocols: '${raw}' is not a route protocol (a number 1-255 or one of ${Object.keys(ROUTE_PROTOCOL_NAMES).join(', ')})`);
+    }
+    if (n === 192 || n === 193) throw new Error(`bgpExportProtocols: ${n} is routecat's own protocol; its routes are advertised already or learned`);
+    out.add(n);
+  }
+  return [...out];
+}
+
 export interface RunningNode {
   readonly agent: NodeAgent;
   stop(): Promise<void>;
@@ -150,6 +169,7 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
       originates: true,
       compute: explicitListenPort(config),
       resyncIntervalMs: parseDuration(String(v.routeRefreshInterval)),
+      exportKernelProtocols: parseRouteProtocols((v.bgpExportProtocols as string[] | undefined) ?? []),
     });
     await bgp.start();
     const b = bgp;

@@ -56,6 +56,7 @@ export const PARAMS: readonly ParamDecl[] = [
   { name: 'healthPort', type: 'int', default: 9099, flag: 'health-port', env: 'FELIX_HEALTHPORT', description: 'port for /liveness and /readiness (0 disables)', roles: ['node', 'reflector', 'proxy'], datastore: { kind: 'FelixConfiguration', field: 'healthPort' } },
   { name: 'metricsPort', type: 'int', default: 9091, flag: 'metrics-port', env: 'FELIX_PROMETHEUSMETRICSPORT', description: 'Prometheus metrics port on the health host (0 disables)', roles: ['node', 'reflector', 'proxy'], datastore: { kind: 'FelixConfiguration', field: 'prometheusMetricsPort' } },
   { name: 'bgpListenPort', type: 'int', default: 179, flag: 'bgp-listen-port', env: 'ROUTECAT_BGP_LISTEN_PORT', description: 'TCP port the BGP speaker listens on', roles: ['node', 'reflector'], datastore: { kind: 'BGPConfiguration', field: 'listenPort' } },
+  { name: 'bgpExportProtocols', type: 'list', default: [], flag: 'bgp-export-protocols', env: 'ROUTECAT_BGP_EXPORT_PROTOCOLS', description: 'also advertise kernel routes of these protocols (numbers or kernel, boot, static, ra, dhcp), comma separated', roles: ['node'] },
   { name: 'clusterId', type: 'string', default: undefined, flag: 'cluster-id', env: 'ROUTECAT_CLUSTER_ID', description: 'route reflector cluster ID (default: the Node\'s routeReflectorClusterID, else the router ID)', roles: ['reflector'] },
 
   // proxy.

@@ -8,6 +8,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { FibChange, PeerStatus, Speaker, SpeakerConfig, SpeakerPeerConfig, SpeakerStatus } from '../../src/bgp/speaker-api.ts';
+import { parseRouteProtocols } from '../../src/agent/node-role.ts';
 import { BgpNode, localWorkloadRoutes, peerConverged, type FibPart } from '../../src/agent/bgp-node.ts';
 import type { SyncUpdate } from '../../src/datastore/syncer.ts';
 import type { DataplaneModel, LocalEndpoint } from '../../src/agent/model.ts';
@@ -91,8 +92,11 @@ class FakeFib implements FibPart {
     this.calls.push(`resync:${all.length}`);
     return {};
   }
-  async exportedKernelRoutes(): Promise<string[]> {
-    return this.routes192;
+  /** Kernel routes by protocol for exportedKernelRoutes (192: the agent's workload routes). */
+  readonly kernelRoutes = new Map<number, string[]>();
+  async exportedKernelRoutes(protocols: readonly number[]): Promise<string[]> {
+    if (protocols.length === 1 && protocols[0] === 192) return this.routes192;
+    return protocols.flatMap((p) => this.kernelRoutes.get(p) ?? []);
   }
   async close(): Promise<void> {
     this.calls.push('close');
@@ -118,7 +122,7 @@ function model(nets: Array<[string[], string[]]>): DataplaneModel {
   return { hostname: 'a', endpoints, policies: new Map(), ipSets: new Map(), pools: [], failsafeInbound: [], failsafeOutbound: [], problems: [] };
 }
 
-function setup(opts: { fib?: FakeFib; originates?: boolean; eorTimeoutMs?: number; resyncIntervalMs?: number; settleMs?: number } = {}) {
+function setup(opts: { fib?: FakeFib; originates?: boolean; eorTimeoutMs?: number; resyncIntervalMs?: number; settleMs?: number; exportKernelProtocols?: number[] } = {}) {
   const speakers: FakeSpeaker[] = [];
   const fib = opts.fib;
   const node = new BgpNode({
@@ -134,6 +138,7 @@ function setup(opts: { fib?: FakeFib; originates?: boolean; eorTimeoutMs?: numbe
     eorTimeoutMs: opts.eorTimeoutMs ?? 30_000,
     settleMs: opts.settleMs ?? 0,
     ...(opts.resyncIntervalMs ? { resyncIntervalMs: opts.resyncIntervalMs } : {}),
+    ...(opts.exportKernelProtocols ? { exportKernelProtocols: opts.exportKernelProtocols } : {}),
   });
   return { node, speakers, fib };
 }
@@ -307,4 +312,32 @@ test('a speaker that cannot start (listen address missing) is dropped and retrie
   assert.equal(node.status().state, 'running');
   assert.equal(node.speaker, started[1]);
   await node.stop();
+});
+
+test('kernel routes of the configured protocols are advertised beside the workload routes', async () => {
+  const fib = new FakeFib();
+  fib.kernelRoutes.set(4, ['192.0.2.0/24', '10.65.0.1/32']);
+  fib.kernelRoutes.set(16, ['198.51.100.0/24']);
+  const { node, speakers } = setup({ fib, exportKernelProtocols: [4] });
+  await node.start();
+  node.onUpdates([nodeUp('a', '10.0.0.1')]);
+  node.onSyncStatus('InSync');
+  node.onApplied(model([[['10.65.0.1/32'], ['fd00::1/128']]]), true);
+  await sleep(20);
+  await node.whenIdle();
+  const s = speakers[0]!;
+  assert.ok(s.calls.includes('local:10.65.0.1/32,192.0.2.0/24,fd00::1/128'), s.calls.join(' | '));
+  assert.ok(!s.calls.some((c) => c.includes('198.51.100.0/24')), 'a protocol not listed is not exported');
+  fib.kernelRoutes.set(4, []);
+  node.onApplied(model([[['10.65.0.1/32'], ['fd00::1/128']]]), true);
+  await sleep(20);
+  assert.equal(s.calls.filter((c) => c.startsWith('local:')).at(-1), 'local:10.65.0.1/32,fd00::1/128', 'a static route that went away is withdrawn');
+  await node.stop('bye');
+});
+
+test('parseRouteProtocols: names and numbers; bad entries and our own protocols are refused by name', () => {
+  assert.deepEqual(parseRouteProtocols(['static', '16', ' Boot ', '4', '']), [4, 16, 3]);
+  assert.throws(() => parseRouteProtocols(['staticc']), /'staticc' is not a route protocol/);
+  assert.throws(() => parseRouteProtocols(['256']), /'256' is not a route protocol/);
+  assert.throws(() => parseRouteProtocols(['193']), /routecat's own protocol/);
 });
