@@ -5,13 +5,17 @@
  *   {type:'listening'}                       started, accepting sessions
  *   {type:'complete', t, vmHwmKiB}           the Loc-RIB holds `n` IPv4 routes (t: hrtime ms)
  *   {type:'fib-complete', t}                 onFib has delivered `n` installed routes
+ *   {type:'fib-applied', t, added, failed}   (with `fib`) BgpFib.apply has returned for all `n`
  * Completion is polled from status() every 2 ms. The bench bundles this file with esbuild and
  * runs it under plain node so that no TypeScript loader thread is part of the measured RSS.
- * Never touches the kernel's routes: onFib only counts.
+ * Without `fib` it never touches the kernel's routes (onFib only counts); with `fib: true` it is
+ * the node's BGP half: speaker.onFib -> BgpFib.apply (proto 193, main table of the namespace it
+ * runs in), wired as src/agent/bgp-node.ts does.
  *
  *   node --import tsx scripts/bench-bgp-target.ts '{"n":1000,"listen":"10.201.0.1","peers":["10.201.0.10"]}'
  */
 import { readFileSync } from 'node:fs';
+import { BgpFib } from '../src/agent/kernel/fib.ts';
 import { BgpSpeaker } from '../src/bgp/speaker/speaker.ts';
 import type { FibChange, SpeakerPeerConfig } from '../src/bgp/speaker-api.ts';
 import { setLogLevel } from '../src/log.ts';
@@ -22,6 +26,8 @@ interface TargetConfig {
   readonly peers: readonly string[];
   readonly clusterId?: string;
   readonly holdTime?: number;
+  /** Program the routes into the kernel with BgpFib (as `routecat node` does). */
+  readonly fib?: boolean;
 }
 
 const emit = (line: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(line)}\n`);
@@ -47,12 +53,29 @@ async function main(c: TargetConfig): Promise<void> {
   });
   let installed = 0;
   let fibDone = false;
+  const fib = c.fib ? new BgpFib() : undefined;
+  await fib?.start();
+  let added = 0;
+  let failed = 0;
+  let appliedDone = false;
   speaker.onFib((changes: readonly FibChange[]) => {
     for (const ch of changes) installed += ch.nextHops.length > 0 ? 1 : -1;
     if (!fibDone && installed >= c.n) {
       fibDone = true;
       emit({ type: 'fib-complete', t: now() });
     }
+    // As BgpNode does: not awaited (BgpFib serializes its calls), a failure only logged.
+    fib?.apply(changes).then(
+      (r) => {
+        added += r.added;
+        failed += r.failed + r.rejected.length;
+        if (!appliedDone && added + failed >= c.n) {
+          appliedDone = true;
+          emit({ type: 'fib-applied', t: now(), added, failed });
+        }
+      },
+      (err: unknown) => emit({ type: 'error', message: `BgpFib.apply: ${err instanceof Error ? err.message : String(err)}` }),
+    );
   });
   await speaker.start();
   const peers: SpeakerPeerConfig[] = c.peers.map((address) => ({
@@ -79,7 +102,10 @@ async function main(c: TargetConfig): Promise<void> {
   }, 2);
   process.once('SIGTERM', () => {
     clearInterval(poll);
-    void speaker.stop('bench done').finally(() => process.exit(0));
+    void speaker
+      .stop('bench done')
+      .then(() => fib?.close())
+      .finally(() => process.exit(0));
   });
 }
 

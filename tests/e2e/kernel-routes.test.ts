@@ -333,6 +333,23 @@ done
     }
   });
 
+  test('a process that has read recycleAfterLines lines is replaced before the next batch; line mapping starts over', async () => {
+    const b = new IpBatch({ ipPath, recycleAfterLines: 4 });
+    try {
+      const r1 = await b.run(['route add ok1', 'route add ok2', 'route add ok3']); // 3 lines + marker = 4
+      assert.equal(r1.spawned, true);
+      const r2 = await b.run(['route add ok4', 'route add fail1']);
+      assert.equal(r2.spawned, true, 'the process that read 4 lines was replaced');
+      assert.deepEqual(r2.failures.map((f) => [f.index, f.command]), [[1, 'route add fail1']]);
+      const r3 = await b.run(['route add fail2']);
+      assert.equal(r3.spawned, false, '3 lines read: kept');
+      assert.deepEqual(r3.failures.map((f) => f.index), [0]);
+      assert.equal(b.spawnCount, 2);
+    } finally {
+      await b.close();
+    }
+  });
+
   test('a batch that never completes times out and kills the process', async () => {
     const b = new IpBatch({ ipPath, timeoutMs: 300 });
     try {

@@ -29,6 +29,12 @@ export interface IpBatchOptions {
   readonly timeoutMs?: number;
   /** Called once per spawned process (for counters). */
   readonly onSpawn?: () => void;
+  /**
+   * Start a fresh process before a batch once the current one has read this many lines; default
+   * 50,000. iproute2's batch mode keeps about 4 KiB per route command it ran for its lifetime
+   * (1M route adds: ~4 GiB), so a long-lived writer must be recycled.
+   */
+  readonly recycleAfterLines?: number;
 }
 
 export interface BatchLineFailure {
@@ -74,6 +80,7 @@ export class IpBatch {
   readonly #ipPath: string;
   readonly #timeoutMs: number;
   readonly #onSpawn: (() => void) | undefined;
+  readonly #recycleAfterLines: number;
   #child: ChildProcess | undefined;
   /** Lines written to the current process. */
   #lines = 0;
@@ -90,6 +97,7 @@ export class IpBatch {
     this.#ipPath = opts.ipPath ?? 'ip';
     this.#timeoutMs = opts.timeoutMs ?? 60_000;
     this.#onSpawn = opts.onSpawn;
+    this.#recycleAfterLines = opts.recycleAfterLines ?? 50_000;
   }
 
   get spawnCount(): number {
@@ -99,7 +107,10 @@ export class IpBatch {
   /** Runs the commands as one batch (after any batch already queued). */
   run(commands: readonly string[]): Promise<BatchResult> {
     for (const c of commands) checkBatchCommand(c);
-    const next = this.#queue.then(() => this.#runNow(commands));
+    const next = this.#queue.then(async () => {
+      if (this.#child && this.#lines >= this.#recycleAfterLines) await this.#stopChild();
+      return this.#runNow(commands);
+    });
     this.#queue = next.catch(() => undefined);
     return next;
   }
