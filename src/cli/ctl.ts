@@ -260,6 +260,16 @@ export async function runCtl(args: readonly string[], env: Record<string, string
     .action((source: string | undefined, destination: string | undefined, opts: Record<string, unknown>) => {
       result = runExplain(source, destination, opts as ExplainOptions, cfg(opts), io);
     });
+  cli
+    .command('ipam [action] [...ips]', 'block IPAM: show [--show-blocks] [--ip ADDR] | check | release --ip ADDR...')
+    .option('--show-blocks', 'show: list every block with its affinity and use')
+    .option('--ip <addr>', 'show: one address\'s allocation; release: the address to release (repeatable)')
+    .action((action: string | undefined, ips: string[], opts: Record<string, unknown>) => {
+      const c = cfg(opts);
+      result = import('../ipam/ctl-ipam.ts').then((m) =>
+        m.runIpamCtl({ action, ips: [...fileList(opts.ip), ...ips], showBlocks: opts.showBlocks === true }, etcdOptionsFromConfig(c), io),
+      );
+    });
   cli.help();
   let parsed;
   try {

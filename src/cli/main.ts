@@ -61,6 +61,14 @@ async function loadRunner(role: RoleCommand): Promise<RoleRunner | undefined> {
       return (await import('../agent/node-role.ts')).runNodeRole;
     case 'reflector':
       return (await import('../reflector/role.ts')).runReflectorRole;
+    case 'cni': {
+      const { runCni } = await import('../cni/plugin.ts');
+      return async (_args, env, io) => runCni(env, await io.readStdin(), io.out);
+    }
+    case 'ipam': {
+      const { runIpamPlugin } = await import('../cni/ipam-plugin.ts');
+      return async (_args, env, io) => runIpamPlugin(env, await io.readStdin(), io.out);
+    }
     default:
       return (await import('./pending-roles.ts')).pendingRunner(role);
   }
