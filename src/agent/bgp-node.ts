@@ -6,7 +6,9 @@
  * On a node it also feeds the local workloads' /32 and /128 routes to the speaker, the speaker's
  * Loc-RIB changes to the kernel FIB writer, and runs the FIB's restart protocol: start() keeps the
  * routes from before a restart, syncDone() sweeps them once every peer has converged (or after a
- * timeout), resync() repairs drift periodically.
+ * timeout), resync() repairs drift periodically. With `aggregateBlocks`, the node's own block
+ * affinities (onAffinityUpdates) turn the workload routes into one route per confirmed block plus
+ * the borrowed addresses (aggregation.ts), and each confirmed block gets a blackhole in the FIB.
  *
  * Owns: when the speaker and the FIB are told what. Never: the BGP wire, the kernel itself (both
  * behind the Speaker and FibPart interfaces), the datastore (updates come in, nothing goes out).
@@ -20,6 +22,7 @@ import type { BGPConfiguration, BGPPeer, Node } from '../model/types.ts';
 import { errorMessage } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
 import { computeBgp, type BgpOptions, type BgpProblem } from './bgp-config.ts';
+import { AffinityTable, aggregateRoutes } from './aggregation.ts';
 import type { DataplaneModel } from './model.ts';
 
 /** The agent's workload routes (route-reconciler); present after a restart like our own 193s. */
@@ -32,6 +35,11 @@ export interface FibPart {
   syncDone(): Promise<unknown>;
   resync(all: readonly FibChange[]): Promise<unknown>;
   exportedKernelRoutes(protocols: readonly number[]): Promise<string[]>;
+  /**
+   * Blackhole routes (ours) for exactly these prefixes; `complete`: the list reflects the full
+   * datastore view, so ours not listed are removed. Optional: a FIB without it gets none.
+   */
+  setBlackholes?(prefixes: readonly string[], complete: boolean): Promise<unknown>;
   close(): Promise<void>;
 }
 
@@ -58,6 +66,12 @@ export interface BgpNodeOptions {
    * the local workload routes (Calico's export of e.g. `static` routes). Needs `fib`.
    */
   readonly exportKernelProtocols?: readonly number[];
+  /**
+   * Route aggregation (Calico's): advertise each confirmed affine block of this node (from
+   * onAffinityUpdates) instead of its workloads' /32s, blackhole the blocks in the FIB. The local
+   * routes count as complete only once the affinities are in sync too.
+   */
+  readonly aggregateBlocks?: boolean;
   readonly log?: Logger;
 }
 
@@ -134,6 +148,11 @@ export class BgpNode {
   #config: SpeakerConfig | undefined;
   #appliedPeers: readonly SpeakerPeerConfig[] | undefined;
   #localRoutes: string[] | undefined;
+  readonly #affinities: AffinityTable;
+  #affinitiesInSync = false;
+  /** The last onApplied input (workload routes, exported kernel routes, in sync), for re-aggregation. */
+  #lastLocal: { workloads: string[]; extra: string[]; inSync: boolean } | undefined;
+  #blackholeKey: string | undefined;
   #exportSeq = 0;
   #localReady = false;
   #initialSyncSent = false;
@@ -149,6 +168,7 @@ export class BgpNode {
   constructor(opts: BgpNodeOptions) {
     this.#opts = opts;
     this.#log = opts.log ?? logger('bgp');
+    this.#affinities = new AffinityTable(opts.nodeName);
   }
 
   /** True when the kernel had our routes at start(): the speaker announces a graceful restart. */
@@ -239,7 +259,7 @@ export class BgpNode {
     const protocols = this.#opts.exportKernelProtocols ?? [];
     const fib = this.#opts.fib;
     if (protocols.length === 0 || !fib) {
-      this.setLocalRoutes(workloads, inSync);
+      this.#setLocal(workloads, [], inSync);
       return;
     }
     // Kernel routes to export are read after each apply (kernel events trigger applies too); a
@@ -248,13 +268,34 @@ export class BgpNode {
     fib.exportedKernelRoutes(protocols).then(
       (extra) => {
         if (seq !== this.#exportSeq) return;
-        this.setLocalRoutes([...new Set([...workloads, ...extra])].sort(), inSync);
+        this.#setLocal(workloads, extra, inSync);
       },
       (err: unknown) => {
         this.#log.warn(`cannot read kernel routes to export: ${errorMessage(err)}`);
-        if (seq === this.#exportSeq) this.setLocalRoutes(workloads, inSync);
+        if (seq === this.#exportSeq) this.#setLocal(workloads, [], inSync);
       },
     );
+  }
+
+  /** Updates of this node's block affinities (`/calico/ipam/v2/host/<node>/`). Cheap, no I/O of its own. */
+  onAffinityUpdates(updates: readonly SyncUpdate[]): void {
+    if (!this.#opts.aggregateBlocks) return;
+    const { changed, problems } = this.#affinities.apply(updates);
+    for (const p of problems) this.#report('block affinity', p);
+    if (!changed) return;
+    this.#log.info(`confirmed affine blocks: ${this.#affinities.confirmed().join(', ') || 'none'}`);
+    this.#republish();
+  }
+
+  onAffinityStatus(s: SyncStatus): void {
+    if (!this.#opts.aggregateBlocks || s !== 'InSync' || this.#affinitiesInSync) return;
+    this.#affinitiesInSync = true;
+    this.#republish();
+  }
+
+  /** The confirmed affine blocks as last seen (status, tests). */
+  get affineBlocks(): string[] {
+    return this.#affinities.confirmed();
   }
 
   status(): BgpNodeStatus {
@@ -293,6 +334,32 @@ export class BgpNode {
   }
 
   // --- internals ---------------------------------------------------------------------------------
+
+  /** Local routes from workloads + exported kernel routes, aggregated into blocks when enabled. */
+  #setLocal(workloads: string[], extra: string[], inSync: boolean): void {
+    this.#lastLocal = { workloads, extra, inSync };
+    if (!this.#opts.aggregateBlocks) {
+      this.setLocalRoutes([...new Set([...workloads, ...extra])].sort(), inSync);
+      return;
+    }
+    const routes = aggregateRoutes(this.#affinities.confirmed(), workloads);
+    this.setLocalRoutes([...new Set([...routes, ...extra])].sort(), inSync && this.#affinitiesInSync);
+  }
+
+  /** After an affinity change: re-aggregate the last local routes and update the blackholes. */
+  #republish(): void {
+    if (this.#lastLocal) this.#setLocal(this.#lastLocal.workloads, this.#lastLocal.extra, this.#lastLocal.inSync);
+    const fib = this.#opts.fib;
+    if (!fib?.setBlackholes || !this.#affinitiesInSync || this.#stopped) return;
+    const blocks = this.#affinities.confirmed();
+    const key = blocks.join(',');
+    if (key === this.#blackholeKey) return;
+    this.#blackholeKey = key;
+    fib.setBlackholes(blocks, true).catch((err: unknown) => {
+      this.#blackholeKey = undefined;
+      this.#log.warn(`block blackholes failed: ${errorMessage(err)}`);
+    });
+  }
 
   #report(key: string, reason: string): void {
     const id = `${key}\0${reason}`;
@@ -427,6 +494,10 @@ export class BgpNode {
   #resync(): void {
     const s = this.#speaker;
     const fib = this.#opts.fib;
+    if (fib?.setBlackholes && this.#affinitiesInSync && !this.#stopped) {
+      // Drift repair for the blackholes too (the FIB re-reads its own).
+      fib.setBlackholes(this.#affinities.confirmed(), true).catch((err: unknown) => this.#log.warn(`block blackholes failed: ${errorMessage(err)}`));
+    }
     if (!s || !fib || this.#stopped) return;
     fib.resync(s.fibSnapshot()).catch((err: unknown) => this.#log.warn(`FIB resync failed: ${errorMessage(err)}`));
   }

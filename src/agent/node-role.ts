@@ -3,7 +3,8 @@
  * FelixConfiguration from the datastore as a layer), registers this host's Node resource, and
  * wires syncer -> calculation -> kernel reconcilers, plus health, metrics, the control socket
  * and status reports; with BGP on, also syncer -> BgpNode -> BGP speaker -> kernel FIB, and the
- * local workload routes from each apply -> speaker. The one module that knows every part of the
+ * local workload routes from each apply -> speaker, and this host's block affinities (a second
+ * syncer) -> BgpNode for route aggregation and block blackholes. The one module that knows every part of the
  * node role.
  */
 import { hostname as osHostname, networkInterfaces } from 'node:os';
@@ -20,6 +21,7 @@ import { connectEtcd, type Etcd3 } from '../datastore/etcd.ts';
 import { RESOURCE_PREFIX } from '../datastore/keys.ts';
 import { ResourceStore } from '../datastore/resource-store.ts';
 import { WatcherSyncer } from '../datastore/syncer.ts';
+import { IPAM_PREFIX } from '../ipam/keys.ts';
 import { lookupKind } from '../model/kinds.ts';
 import type { Resource } from '../model/resource.ts';
 import { validateResource } from '../model/validate.ts';
@@ -170,6 +172,7 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
       compute: explicitListenPort(config),
       resyncIntervalMs: parseDuration(String(v.routeRefreshInterval)),
       exportKernelProtocols: parseRouteProtocols((v.bgpExportProtocols as string[] | undefined) ?? []),
+      aggregateBlocks: true,
     });
     await bgp.start();
     const b = bgp;
@@ -210,8 +213,20 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
       log.warn(m);
     },
   });
+  // Route aggregation: this host's block affinities (Calico's confd watches the same keys).
+  const affinitySyncer = bgp
+    ? new WatcherSyncer(client, `${IPAM_PREFIX}host/${name}/`, {
+        onUpdates: (us) => bgp?.onAffinityUpdates(us),
+        onStatus: (s) => bgp?.onAffinityStatus(s),
+        onError: (m) => {
+          metrics.errors.inc({ where: 'datastore' });
+          log.warn(`block affinities: ${m}`);
+        },
+      })
+    : undefined;
   kernel.startMonitor(() => agent.kernelChanged());
   syncer.start();
+  affinitySyncer?.start();
 
   const refresh = setInterval(() => agent.periodicResync(), parseDuration(String(v.routeRefreshInterval)));
   const aclRefresh = setInterval(() => agent.aclResync(), parseDuration(String(v.iptablesRefreshInterval)));
@@ -278,6 +293,7 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
       await bgp?.stop('routecat node shutting down');
       kernel.stop();
       await syncer.stop();
+      await affinitySyncer?.stop();
       await reporter.close();
       await Promise.all(servers.map((s) => closeServer(s)));
       // Kernel state stays: traffic keeps flowing while the agent restarts.

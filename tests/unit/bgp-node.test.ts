@@ -98,6 +98,12 @@ class FakeFib implements FibPart {
     if (protocols.length === 1 && protocols[0] === 192) return this.routes192;
     return protocols.flatMap((p) => this.kernelRoutes.get(p) ?? []);
   }
+  blackholes: string[][] = [];
+  async setBlackholes(prefixes: readonly string[], complete: boolean): Promise<unknown> {
+    this.blackholes.push([...prefixes]);
+    this.calls.push(`blackholes:${prefixes.join(',')}:${complete}`);
+    return {};
+  }
   async close(): Promise<void> {
     this.calls.push('close');
   }
@@ -122,7 +128,7 @@ function model(nets: Array<[string[], string[]]>): DataplaneModel {
   return { hostname: 'a', endpoints, policies: new Map(), ipSets: new Map(), pools: [], failsafeInbound: [], failsafeOutbound: [], problems: [] };
 }
 
-function setup(opts: { fib?: FakeFib; originates?: boolean; eorTimeoutMs?: number; resyncIntervalMs?: number; settleMs?: number; exportKernelProtocols?: number[] } = {}) {
+function setup(opts: { fib?: FakeFib; originates?: boolean; eorTimeoutMs?: number; resyncIntervalMs?: number; settleMs?: number; exportKernelProtocols?: number[]; aggregateBlocks?: boolean } = {}) {
   const speakers: FakeSpeaker[] = [];
   const fib = opts.fib;
   const node = new BgpNode({
@@ -139,6 +145,7 @@ function setup(opts: { fib?: FakeFib; originates?: boolean; eorTimeoutMs?: numbe
     settleMs: opts.settleMs ?? 0,
     ...(opts.resyncIntervalMs ? { resyncIntervalMs: opts.resyncIntervalMs } : {}),
     ...(opts.exportKernelProtocols ? { exportKernelProtocols: opts.exportKernelProtocols } : {}),
+    ...(opts.aggregateBlocks ? { aggregateBlocks: true } : {}),
   });
   return { node, speakers, fib };
 }
@@ -340,4 +347,61 @@ test('parseRouteProtocols: names and numbers; bad entries and our own protocols 
   assert.throws(() => parseRouteProtocols(['staticc']), /'staticc' is not a route protocol/);
   assert.throws(() => parseRouteProtocols(['256']), /'256' is not a route protocol/);
   assert.throws(() => parseRouteProtocols(['193']), /routecat's own protocol/);
+});
+
+const aff = (host: string, name: string, state: string | null): SyncUpdate => ({
+  key: `/calico/ipam/v2/host/${host}/ipv${name.includes(':') ? 6 : 4}/block/${name}`,
+  value: state === null ? null : JSON.stringify({ state, deleted: false }),
+  revision: String(rev++),
+});
+
+test('aggregation: confirmed blocks replace their workloads, borrowed /32s stay; blackholes follow the affinities', async () => {
+  const fib = new FakeFib();
+  const { node, speakers } = setup({ fib, aggregateBlocks: true });
+  await node.start();
+  node.onUpdates([nodeUp('a', '10.0.0.1'), nodeUp('b', '10.0.0.2')]);
+  node.onSyncStatus('InSync');
+  node.onAffinityUpdates([aff('a', '10.70.1.0-26', 'confirmed'), aff('a', '10.70.1.64-26', 'pending'), aff('b', '10.70.2.0-26', 'confirmed'), aff('a', 'fd00:70::-122', 'confirmed')]);
+  node.onApplied(model([[['10.70.1.2/32'], ['fd00:70::2/128']], [['10.70.1.66/32', '10.70.2.9/32'], []]]), true);
+  await sleep(20);
+  await node.whenIdle();
+  const s = speakers[0]!;
+  assert.ok(!s.calls.includes('initialSyncDone'), 'not complete before the affinities are in sync');
+  assert.deepEqual(fib.blackholes, [], 'no blackholes before the affinities are in sync');
+  node.onAffinityStatus('InSync');
+  assert.deepEqual(s.local, ['10.70.1.0/26', '10.70.1.66/32', '10.70.2.9/32', 'fd00:70::/122'], 'pending block and another host\'s block: host routes');
+  assert.equal(s.calls.at(-1), 'initialSyncDone');
+  await sleep(5);
+  assert.deepEqual(fib.blackholes, [['10.70.1.0/26', 'fd00:70::/122']]);
+  assert.ok(fib.calls.includes('blackholes:10.70.1.0/26,fd00:70::/122:true'));
+  // The pending block is confirmed: its workload's /32 folds into it, and it gets a blackhole.
+  node.onAffinityUpdates([aff('a', '10.70.1.64-26', 'confirmed')]);
+  assert.deepEqual(s.local, ['10.70.1.0/26', '10.70.1.64/26', '10.70.2.9/32', 'fd00:70::/122']);
+  // The first block is released: withdrawn, its workload back to a /32, blackhole removed.
+  node.onAffinityUpdates([aff('a', '10.70.1.0-26', null), aff('a', 'fd00:70::-122', 'pendingDeletion')]);
+  assert.deepEqual(s.local, ['10.70.1.2/32', '10.70.1.64/26', '10.70.2.9/32', 'fd00:70::2/128']);
+  await sleep(5);
+  assert.deepEqual(fib.blackholes.at(-1), ['10.70.1.64/26']);
+  // Unchanged affinities: nothing re-sent.
+  const before = [s.calls.length, fib.blackholes.length];
+  node.onAffinityUpdates([aff('a', '10.70.1.64-26', 'confirmed'), aff('b', '10.70.3.0-26', 'confirmed')]);
+  await sleep(5);
+  assert.deepEqual([s.calls.length, fib.blackholes.length], before);
+  await node.stop();
+});
+
+test('without aggregateBlocks, affinity updates are ignored (host routes, no blackholes)', async () => {
+  const fib = new FakeFib();
+  const { node, speakers } = setup({ fib });
+  await node.start();
+  node.onUpdates([nodeUp('a', '10.0.0.1')]);
+  node.onSyncStatus('InSync');
+  node.onAffinityUpdates([aff('a', '10.70.1.0-26', 'confirmed')]);
+  node.onAffinityStatus('InSync');
+  node.onApplied(model([[['10.70.1.2/32'], []]]), true);
+  await sleep(20);
+  await node.whenIdle();
+  assert.deepEqual(speakers[0]!.local, ['10.70.1.2/32']);
+  assert.deepEqual(fib.blackholes, []);
+  await node.stop();
 });

@@ -16,6 +16,10 @@
  * refreshNextHops() when routes or links change (the kernel monitor), which re-resolves every next
  * hop and rewrites only the routes whose kernel next hops changed.
  *
+ * Block blackholes (route aggregation): setBlackholes() keeps `blackhole <block> proto 193` routes
+ * for exactly the given prefixes (added where missing, ours not listed deleted once the list is
+ * complete); they are kept apart from the BGP routes (never stale, never swept by syncDone).
+ *
  * Graceful restart: start() remembers the proto-193 routes already in the kernel as stale and keeps
  * them; apply()/resync() confirm them; syncDone() removes those still unconfirmed. close() leaves
  * every route in place.
@@ -336,6 +340,18 @@ export function fibOpCommand(op: FibOp, protocol = BGP_ROUTE_PROTO): string {
   return ['route', op.op, cidr, ...tail, ...op.hops.flatMap((h) => ['nexthop', ...hopWords(h)])].join(' ');
 }
 
+/**
+ * The `ip -batch` line of a block blackhole: `route add blackhole P proto 193 table main` or
+ * `route del blackhole P proto 193 table main` (the kernel refuses to delete a route of another
+ * protocol, or of another type, with it).
+ */
+export function blackholeCommand(op: 'add' | 'del', prefix: string, protocol = BGP_ROUTE_PROTO): string {
+  const { cidr } = canonicalCidr(prefix);
+  if (cidr !== prefix) throw new FibError('E_FIB_BAD_OP', `blackhole with a non-canonical prefix '${prefix}'`);
+  if (!Number.isInteger(protocol) || protocol < 1 || protocol > 255) throw new FibError('E_FIB_BAD_OP', `invalid route protocol ${protocol}`);
+  return ['route', op, 'blackhole', cidr, 'proto', String(protocol), 'table', 'main'].join(' ');
+}
+
 /** How a failed write is handled. */
 export type WriteFailureKind = 'exists' | 'unreachable' | 'gone' | 'other';
 
@@ -554,6 +570,11 @@ export class BgpFib {
   /** Our routes with another metric than the default (never written by us): prefix -> metric. */
   #oddMetric = new Map<string, number>();
   #foreign = new Set<string>();
+  /** Our blackhole routes in the kernel (default metric), and those wanted (undefined: never set). */
+  #blackholes = new Set<string>();
+  #wantedBlackholes: ReadonlySet<string> | undefined;
+  #blackholesComplete = false;
+  #warnedBlackholes = new Set<string>();
   #stale = new Set<string>();
   /** prefix -> its BGP next hops, for routes with an unresolved next hop. */
   #pending = new Map<string, string>();
@@ -685,6 +706,7 @@ export class BgpFib {
         if (!keep.has(prefix)) oddDeletes.push({ op: 'del', prefix, family: prefix.includes(':') ? 6 : 4, metric });
       }
       const r = await this.#programPlan(planResync(targets, { installed: this.#installed, foreign: this.#foreign }, keep), oddDeletes);
+      await this.#programBlackholes();
       this.#counters.repaired += r.commands;
       if (r.commands > 0) this.#log.info(`resync repaired drift: ${r.added} added, ${r.replaced} replaced, ${r.deleted} deleted${r.failed ? `, ${r.failed} failed` : ''}`);
       return { ...r, changes: all.length, rejected, durationMs: performance.now() - started };
@@ -738,6 +760,33 @@ export class BgpFib {
     });
   }
 
+  /**
+   * Blackhole routes of ours for exactly these prefixes (block aggregation): missing ones added;
+   * when `complete`, ours not listed deleted. A prefix held by a route of another protocol is
+   * skipped (logged once). Invalid prefixes are rejected (logged), not thrown.
+   */
+  setBlackholes(prefixes: readonly string[], complete: boolean): Promise<{ added: number; deleted: number; failed: number }> {
+    return this.#serialize(async () => {
+      this.#checkRunning();
+      const wanted = new Set<string>();
+      for (const p of prefixes) {
+        try {
+          wanted.add(canonicalCidr(p).cidr);
+        } catch (err) {
+          this.#log.warn(`blackhole for '${p}' rejected: ${errorMessage(err)}`);
+        }
+      }
+      this.#wantedBlackholes = wanted;
+      this.#blackholesComplete = complete;
+      return this.#programBlackholes();
+    });
+  }
+
+  /** Our blackhole routes in the kernel as last read and written (sorted). */
+  blackholes(): string[] {
+    return [...this.#blackholes].sort();
+  }
+
   /** Canonical prefixes of the main-table routes (v4 and v6) that carry any of these protocols. */
   async exportedKernelRoutes(protocols: readonly number[]): Promise<string[]> {
     const out = new Set<string>();
@@ -785,8 +834,10 @@ export class BgpFib {
     const installed = new Map<string, string>();
     const odd = new Map<string, number>();
     const foreign = new Set<string>();
+    const blackholes = new Set<string>();
     for (const r of await this.#kernel.readRoutes()) {
       if (r.protocol !== this.#protocol) foreign.add(r.dst);
+      else if (r.type === 'blackhole' && r.metric === defaultMetric(r.family)) blackholes.add(r.dst);
       else if (r.type !== 'unicast') odd.set(r.dst, r.metric);
       else if (r.metric === defaultMetric(r.family) && !installed.has(r.dst)) installed.set(r.dst, hopsKey(r.gateways));
       else odd.set(r.dst, r.metric);
@@ -794,6 +845,62 @@ export class BgpFib {
     this.#installed = installed;
     this.#oddMetric = odd;
     this.#foreign = foreign;
+    this.#blackholes = blackholes;
+  }
+
+  /** Adds the wanted blackholes that are missing; deletes ours not wanted once the list was complete. */
+  async #programBlackholes(): Promise<{ added: number; deleted: number; failed: number }> {
+    const res = { added: 0, deleted: 0, failed: 0 };
+    const wanted = this.#wantedBlackholes;
+    if (wanted === undefined) return res;
+    const ops: Array<{ op: 'add' | 'del'; prefix: string }> = [];
+    for (const p of wanted) {
+      if (this.#blackholes.has(p)) continue;
+      if (this.#foreign.has(p) || this.#installed.has(p)) {
+        if (!this.#warnedBlackholes.has(p)) {
+          this.#warnedBlackholes.add(p);
+          this.#log.warn(`blackhole for block ${p} skipped: another route holds the prefix`);
+        }
+        continue;
+      }
+      ops.push({ op: 'add', prefix: p });
+    }
+    if (this.#blackholesComplete) for (const p of this.#blackholes) if (!wanted.has(p)) ops.push({ op: 'del', prefix: p });
+    if (ops.length === 0) return res;
+    const failures = new Map<number, string>();
+    for (const f of await this.#kernel.write(ops.map((o) => blackholeCommand(o.op, o.prefix, this.#protocol)))) failures.set(f.index, f.error);
+    this.#counters.batches++;
+    ops.forEach((o, i) => {
+      const error = failures.get(i);
+      if (error === undefined) {
+        this.#counters.programmed++;
+        if (o.op === 'add') {
+          this.#blackholes.add(o.prefix);
+          res.added++;
+        } else {
+          this.#blackholes.delete(o.prefix);
+          res.deleted++;
+        }
+        return;
+      }
+      const kind = classifyWriteError(error);
+      if (o.op === 'del' && kind === 'gone') {
+        this.#blackholes.delete(o.prefix);
+        return;
+      }
+      if (o.op === 'add' && kind === 'exists') {
+        if (!this.#warnedBlackholes.has(o.prefix)) {
+          this.#warnedBlackholes.add(o.prefix);
+          this.#log.warn(`blackhole for block ${o.prefix} skipped: a route with the same key exists in the kernel`);
+        }
+        return;
+      }
+      res.failed++;
+      this.#counters.failures++;
+      this.#log.warn(`${o.op} blackhole ${o.prefix} failed: ${error}`);
+    });
+    if (res.added + res.deleted > 0) this.#log.info(`block blackholes: ${res.added} added, ${res.deleted} deleted`);
+    return res;
   }
 
   /** Looks up next hops not yet resolved (one kernel round trip for all of them). */
