@@ -61,6 +61,8 @@ async function loadRunner(role: RoleCommand): Promise<RoleRunner | undefined> {
       return (await import('../agent/node-role.ts')).runNodeRole;
     case 'reflector':
       return (await import('../reflector/role.ts')).runReflectorRole;
+    case 'proxy':
+      return (await import('../proxy/role.ts')).runProxyRole;
     case 'cni': {
       const { runCni } = await import('../cni/plugin.ts');
       return async (_args, env, io) => runCni(env, await io.readStdin(), io.out);

@@ -1,0 +1,244 @@
+/**
+ * `routecat proxy` in front of a real etcd: stock etcdctl (API v3) and `routecat ctl` through the
+ * proxy give the same answers as etcd itself; serializable reads under /calico/ come from the
+ * cache, watches on /calico/ share the cache's upstream watch, old or foreign watches are forwarded.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { main } from '../../src/cli/main.ts';
+import { startEtcd, freePort, type EtcdServer } from '../helpers/etcd.ts';
+import { startProxy, type RunningProxy } from '../../src/proxy/server.ts';
+import { Upstream } from '../../src/proxy/upstream.ts';
+
+let etcd: EtcdServer;
+let proxy: RunningProxy;
+let upstream: Upstream;
+let proxyEndpoint: string;
+let dir: string;
+const children = new Set<ChildProcess>();
+
+function etcdctlAt(endpoint: string, args: string[], stdin = ''): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('etcdctl', ['--endpoints', endpoint, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.stdout.on('data', (d) => (out += d));
+    child.stderr.on('data', (d) => (err += d));
+    child.on('error', reject);
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`etcdctl ${args.join(' ')} at ${endpoint} exited ${code}: ${err.trim()}`));
+    });
+    child.stdin.end(stdin);
+  });
+}
+const viaProxy = (...args: string[]) => etcdctlAt(proxyEndpoint, args);
+const direct = (...args: string[]) => etcdctlAt(etcd.endpoint, args);
+
+/** Waits until the cache has caught up with etcd's current revision. */
+async function cacheCaughtUp(): Promise<void> {
+  const rev = Number(JSON.parse(await direct('get', '/none', '-w', 'json')).header.revision);
+  const deadline = Date.now() + 5_000;
+  while (proxy.feeds[0]!.cache.revision < rev) {
+    if (Date.now() > deadline) throw new Error(`cache at ${proxy.feeds[0]!.cache.revision}, etcd at ${rev}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Spawns `etcdctl watch ...` and collects its stdout. */
+function watch(endpoint: string, args: string[]): { lines(): string; stop(): void } {
+  const child = spawn('etcdctl', ['--endpoints', endpoint, 'watch', ...args], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  return {
+    lines: () => out,
+    stop: () => {
+      child.kill('SIGKILL');
+      children.delete(child);
+    },
+  };
+}
+
+async function until(what: string, ok: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+before(async () => {
+  etcd = await startEtcd();
+  dir = mkdtempSync(join(tmpdir(), 'routecat-proxy-'));
+  await direct('put', '/calico/pre/a', 'one');
+  await direct('put', '/other/x', 'outside');
+  upstream = new Upstream({ endpoints: [etcd.endpoint] });
+  const port = await freePort();
+  proxyEndpoint = `127.0.0.1:${port}`;
+  proxy = await startProxy({ listen: proxyEndpoint, cachePrefixes: ['/calico/'], upstream });
+  await proxy.synced();
+});
+
+after(async () => {
+  for (const c of children) c.kill('SIGKILL');
+  await proxy?.stop();
+  upstream?.close();
+  await etcd?.cleanup();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('proxy: put, get --prefix, serializable get, del match etcd', async () => {
+  assert.equal((await viaProxy('put', '/calico/v1/k1', 'v1')).trim(), 'OK');
+  assert.equal((await viaProxy('put', '/calico/v1/k2', 'v2')).trim(), 'OK');
+  assert.equal(await viaProxy('get', '--prefix', '/calico/'), await direct('get', '--prefix', '/calico/'));
+  assert.equal(await viaProxy('get', '/other/x'), '/other/x\noutside\n');
+
+  await cacheCaughtUp();
+  const before = proxy.stats.rangesFromCache;
+  const fromCache = await viaProxy('get', '--consistency=s', '--prefix', '/calico/');
+  assert.equal(fromCache, await direct('get', '--prefix', '/calico/'));
+  assert.equal(proxy.stats.rangesFromCache, before + 1, 'the serializable get was answered by the cache');
+  // JSON output: same keys, values, revisions; the header revision is the cache's (= etcd's here).
+  const pj = JSON.parse(await viaProxy('get', '--consistency=s', '--prefix', '/calico/', '-w', 'json'));
+  const dj = JSON.parse(await direct('get', '--prefix', '/calico/', '-w', 'json'));
+  assert.deepEqual(pj.kvs, dj.kvs);
+  assert.equal(pj.count, dj.count);
+  assert.equal(pj.header.revision, dj.header.revision);
+  assert.equal(pj.header.cluster_id, dj.header.cluster_id);
+  // limit and keys-only from the cache (etcdctl 3.4 has no --count-only; see the unit tests).
+  assert.equal(await viaProxy('get', '--consistency=s', '--prefix', '/calico/', '--limit', '2'), await direct('get', '--prefix', '/calico/', '--limit', '2'));
+  const lp = JSON.parse(await viaProxy('get', '--consistency=s', '--prefix', '/calico/', '--limit', '1', '-w', 'json'));
+  const ld = JSON.parse(await direct('get', '--prefix', '/calico/', '--limit', '1', '-w', 'json'));
+  assert.deepEqual([lp.kvs, lp.more, lp.count], [ld.kvs, ld.more, ld.count]);
+  assert.equal(await viaProxy('get', '--consistency=s', '--prefix', '/calico/', '--keys-only'), await direct('get', '--prefix', '/calico/', '--keys-only'));
+
+  assert.equal((await viaProxy('del', '/calico/v1/k1')).trim(), '1');
+  await cacheCaughtUp();
+  assert.equal(await viaProxy('get', '--consistency=s', '--prefix', '/calico/v1/'), '/calico/v1/k2\nv2\n');
+  assert.equal(await direct('get', '--prefix', '/calico/v1/'), '/calico/v1/k2\nv2\n');
+});
+
+test('proxy: txn is forwarded', async () => {
+  const script = 'value("/calico/v1/k2") = "v2"\n\nput /calico/v1/txn yes\n\nput /calico/v1/txn no\n\n';
+  const out = await etcdctlAt(proxyEndpoint, ['txn'], script);
+  assert.equal(out, 'SUCCESS\n\nOK\n');
+  assert.equal(await direct('get', '/calico/v1/txn', '--print-value-only'), 'yes\n');
+});
+
+test('proxy: etcdctl watch --prefix /calico/ sees the same events as a watch on etcd', async () => {
+  const local = proxy.stats.localWatches;
+  const viaP = watch(proxyEndpoint, ['--prefix', '/calico/w/', '--prev-kv']);
+  const viaE = watch(etcd.endpoint, ['--prefix', '/calico/w/', '--prev-kv']);
+  await new Promise((r) => setTimeout(r, 700)); // let both watches be created
+  await direct('put', '/calico/w/a', '1');
+  await direct('put', '/calico/w/a', '2');
+  await direct('put', '/calico/other', 'not watched');
+  await direct('del', '/calico/w/a');
+  const expected = 'PUT\n/calico/w/a\n1\nPUT\n/calico/w/a\n1\n/calico/w/a\n2\nDELETE\n/calico/w/a\n2\n/calico/w/a\n\n';
+  await until('the direct watch', () => viaE.lines() === expected);
+  await until('the proxied watch', () => viaP.lines() === viaE.lines());
+  assert.equal(proxy.stats.localWatches, local + 1, 'served from the cache');
+  viaP.stop();
+  viaE.stop();
+});
+
+test('proxy: a watch from a revision in the window is replayed from the cache; an older one is forwarded', async () => {
+  const rev = Number(JSON.parse(await direct('put', '/calico/r/x', 'a', '-w', 'json')).header.revision);
+  await direct('put', '/calico/r/x', 'b');
+  await cacheCaughtUp();
+  const { localWatches, forwardedWatches } = proxy.stats;
+  const recent = watch(proxyEndpoint, ['--prefix', '/calico/r/', '--rev', String(rev)]);
+  const recentDirect = watch(etcd.endpoint, ['--prefix', '/calico/r/', '--rev', String(rev)]);
+  await until('replayed events', () => recent.lines() === 'PUT\n/calico/r/x\na\nPUT\n/calico/r/x\nb\n');
+  await until('the direct replay', () => recentDirect.lines() === recent.lines());
+  // Revision 2 is older than the cache's window (it starts at the list revision): forwarded.
+  const old = watch(proxyEndpoint, ['--prefix', '/calico/pre/', '--rev', '2']);
+  await until('the forwarded old watch', () => old.lines() === 'PUT\n/calico/pre/a\none\n');
+  // Outside the cached prefix: forwarded too, and live.
+  const other = watch(proxyEndpoint, ['--prefix', '/other/']);
+  await new Promise((r) => setTimeout(r, 700));
+  await direct('put', '/other/y', 'z');
+  await until('the forwarded /other/ watch', () => other.lines() === 'PUT\n/other/y\nz\n');
+  assert.deepEqual([proxy.stats.localWatches - localWatches, proxy.stats.forwardedWatches - forwardedWatches], [1, 2]);
+  for (const w of [recent, recentDirect, old, other]) w.stop();
+});
+
+test('proxy: leases and endpoint status are forwarded', async () => {
+  const grant = await viaProxy('lease', 'grant', '60');
+  const id = /lease ([0-9a-f]+) granted with TTL\(60s\)/.exec(grant)?.[1];
+  assert.ok(id, grant);
+  await viaProxy('put', '/calico/leased', 'x', '--lease', id);
+  assert.match(await viaProxy('lease', 'timetolive', id, '--keys'), new RegExp(`lease ${id} granted with TTL\\(60s\\), remaining\\(\\d+s\\), attached keys\\(\\[/calico/leased\\]\\)`));
+  assert.match(await viaProxy('lease', 'keep-alive', '--once', id), new RegExp(`lease ${id} keepalived with TTL\\(60\\)`));
+  assert.match(await viaProxy('lease', 'revoke', id), /revoked/);
+  assert.equal(await direct('get', '/calico/leased'), '');
+  const status = JSON.parse(await viaProxy('endpoint', 'status', '-w', 'json'));
+  const statusDirect = JSON.parse(await direct('endpoint', 'status', '-w', 'json'));
+  assert.equal(status[0].Status.version, statusDirect[0].Status.version);
+  assert.equal(status[0].Status.header.cluster_id, statusDirect[0].Status.header.cluster_id);
+});
+
+test('proxy: routecat ctl apply and get work through the proxy', async () => {
+  const ctl = async (args: string[]) => {
+    let out = '';
+    let err = '';
+    const code = await main(['routecat', 'ctl', ...args], { ETCD_ENDPOINTS: `http://${proxyEndpoint}` }, { out: (t) => (out += `${t}\n`), err: (t) => (err += `${t}\n`), readStdin: async () => '' });
+    return { code, out, err };
+  };
+  const f = join(dir, 'set.yaml');
+  writeFileSync(f, 'apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {name: via-proxy}\nspec: {nets: [192.0.2.0/24]}\n');
+  const applied = await ctl(['apply', '-f', f]);
+  assert.equal(applied.code, 0, applied.err);
+  const got = await ctl(['get', 'gns', 'via-proxy', '-o', 'json']);
+  assert.equal(got.code, 0, got.err);
+  assert.deepEqual(JSON.parse(got.out).spec.nets, ['192.0.2.0/24']);
+});
+
+test('proxy: the cache re-lists after etcd restarts and keeps answering', async () => {
+  const resyncsBefore = proxy.feeds[0]!.resyncs;
+  await etcd.kill();
+  await until('the feed noticing', () => proxy.feeds[0]!.status !== 'InSync', 10_000);
+  await etcd.restart();
+  await until('the feed re-listing', () => proxy.feeds[0]!.status === 'InSync' && proxy.feeds[0]!.resyncs > resyncsBefore, 15_000);
+  const w = watch(proxyEndpoint, ['--prefix', '/calico/after/']);
+  await new Promise((r) => setTimeout(r, 700));
+  await direct('put', '/calico/after/restart', 'yes');
+  await cacheCaughtUp();
+  assert.equal(await viaProxy('get', '--consistency=s', '/calico/after/restart', '--print-value-only'), 'yes\n');
+  await until('the watch after the restart', () => w.lines() === 'PUT\n/calico/after/restart\nyes\n');
+  w.stop();
+});
+
+test('proxy: `routecat proxy --listen ... --etcd-endpoints ...` serves etcdctl and stops on SIGTERM', async () => {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'proxy', '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--health-port', '0', '--metrics-port', '0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let logs = '';
+  child.stdout.on('data', (d) => (logs += d));
+  child.stderr.on('data', (d) => (logs += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const deadline = Date.now() + 15_000;
+  let got = '';
+  while (Date.now() < deadline) {
+    try {
+      got = await etcdctlAt(`127.0.0.1:${port}`, ['get', '--consistency=s', '/calico/pre/a', '--print-value-only']);
+      if (got === 'one\n') break;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  assert.equal(got, 'one\n', logs);
+  child.kill('SIGTERM');
+  assert.equal(await exited, 0, logs);
+  children.delete(child);
+});
