@@ -8,7 +8,7 @@ import { CNI_CODES, CniError } from './errors.ts';
 import { identify } from './naming.ts';
 import { encodeResult, ipamResult } from './result.ts';
 import { invoke, toCniError, type Handlers, type InvokeOptions } from './invoke.ts';
-import { gcHandles, status } from './plugin.ts';
+import { assignRequest, gcHandles, status } from './plugin.ts';
 
 export function runIpamPlugin(env: Readonly<Record<string, string | undefined>>, stdin: string, stdout: (text: string) => void, deps: InvokeOptions = {}): Promise<number> {
   const handlers: Handlers = {
@@ -18,15 +18,9 @@ export function runIpamPlugin(env: Readonly<Record<string, string | undefined>>,
       if (existing.length > 0) throw new CniError(CNI_CODES.interfaceExists, `handle ${id.handleId} already holds ${existing.join(', ')} (ADD of an existing attachment; DEL it first)`);
       let r;
       try {
-        r = await backend.ipam.autoAssign({
-          handleId: id.handleId,
-          hostname: id.node,
-          num4: conf.ipam.assignIpv4 ? 1 : 0,
-          num6: conf.ipam.assignIpv6 ? 1 : 0,
-          pools4: conf.ipam.pools4.length > 0 ? conf.ipam.pools4 : undefined,
-          pools6: conf.ipam.pools6.length > 0 ? conf.ipam.pools6 : undefined,
-          attributes: { namespace: id.namespace, ...(id.pod ? { pod: id.pod } : {}), node: id.node, containerID: id.containerId },
-        });
+        r = await backend.ipam.autoAssign(
+          assignRequest(id, conf, { namespace: id.namespace, ...(id.pod ? { pod: id.pod } : {}), node: id.node, containerID: id.containerId }),
+        );
       } catch (err) {
         throw toCniError(err, `IPAM assignment for ${id.handleId}`);
       }

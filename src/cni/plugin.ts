@@ -21,6 +21,7 @@ import { VethDataplane } from './veth.ts';
 import { buildWep, networkProfile, waitForEndpointUp } from './endpoint.ts';
 import { invoke, toCniError, type Handlers, type InvokeOptions } from './invoke.ts';
 import type { Backend, BackendFactory } from './backend.ts';
+import type { AssignRequest } from '../ipam/api.ts';
 
 const log = logger('cni');
 
@@ -34,6 +35,19 @@ type Ctx = { env: CniEnv; conf: NetConf; backend: Backend };
 
 function vethSpec(env: CniEnv, conf: NetConf, id: WorkloadIdentity, addrs: readonly string[]) {
   return { hostVeth: id.hostVeth, containerIf: env.ifname, netns: env.netns, mtu: conf.mtu, ipv4: addrs.filter((a) => !isV6(a)), ipv6: addrs.filter(isV6) };
+}
+
+/** The IPAM request of an ADD (both the main plugin and the standalone routecat-ipam). */
+export function assignRequest(id: WorkloadIdentity, conf: NetConf, attrs: Record<string, string>): AssignRequest {
+  return {
+    handleId: id.handleId,
+    hostname: id.node,
+    num4: conf.ipam.assignIpv4 ? 1 : 0,
+    num6: conf.ipam.assignIpv6 ? 1 : 0,
+    pools4: conf.ipam.pools4.length > 0 ? conf.ipam.pools4 : undefined,
+    pools6: conf.ipam.pools6.length > 0 ? conf.ipam.pools6 : undefined,
+    attributes: attrs,
+  };
 }
 
 function attributes(id: WorkloadIdentity): Record<string, string> {
@@ -53,15 +67,7 @@ async function add({ env, conf, backend }: Ctx, veth: VethDataplane, sleep?: (ms
     let assigned;
     try {
       undo.push({ what: `release handle ${id.handleId}`, run: () => backend.ipam.releaseByHandle(id.handleId) });
-      assigned = await backend.ipam.autoAssign({
-        handleId: id.handleId,
-        hostname: id.node,
-        num4: conf.ipam.assignIpv4 ? 1 : 0,
-        num6: conf.ipam.assignIpv6 ? 1 : 0,
-        pools4: conf.ipam.pools4.length > 0 ? conf.ipam.pools4 : undefined,
-        pools6: conf.ipam.pools6.length > 0 ? conf.ipam.pools6 : undefined,
-        attributes: attributes(id),
-      });
+      assigned = await backend.ipam.autoAssign(assignRequest(id, conf, attributes(id)));
     } catch (err) {
       throw toCniError(err, `IPAM assignment for ${id.handleId}`);
     }

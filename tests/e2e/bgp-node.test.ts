@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { waitFor } from '../helpers/wait.ts';
 import { NodeLab, type Host, type HostDef } from '../helpers/node-lab.ts';
 import type { LabProcess } from '../helpers/netns.ts';
 import { birdLabSkipReason } from '../helpers/bird.ts';
@@ -66,21 +67,6 @@ template bgp bgp_template {
 }
 ${mesh}
 `;
-}
-
-async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs: number, onTimeout?: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let last: unknown;
-    try {
-      const v = await f();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (${String(last)})` : ''}${onTimeout ? `\n${onTimeout()}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 describe('BGP on routecat nodes, with BIRD and a route reflector', { skip, timeout: 240_000, concurrency: 1 }, () => {

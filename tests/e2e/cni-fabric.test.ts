@@ -11,6 +11,7 @@
  */
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { waitFor } from '../helpers/wait.ts';
 import { NodeLab, type Host } from '../helpers/node-lab.ts';
 import { labSupport, sweepStaleNamespaces } from '../helpers/netns.ts';
 import { createCniRuntime, type CniRuntime, type PluginRun } from '../helpers/cni-runtime.ts';
@@ -37,21 +38,6 @@ interface Container {
   readonly v6: string;
   readonly add: PluginRun;
   readonly addMs: number;
-}
-
-async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, timeoutMs: number, onTimeout?: () => string): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    let last: unknown;
-    try {
-      const v = await f();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (${String(last)})` : ''}${onTimeout ? `\n${onTimeout()}` : ''}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 describe('CNI containers on a BGP fabric with route aggregation', { skip, timeout: 180_000, concurrency: 1 }, () => {

@@ -21,6 +21,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createLab, labSupport, sweepStaleNamespaces, type Lab, type LabProcess } from './netns.ts';
+import { waitUntil } from './wait.ts';
 import { BgpSession } from '../../src/bgp/session/session.ts';
 import { packUpdates, endOfRib } from '../../src/bgp/codec/index.ts';
 import type { AfiSafi, UpdateMessage } from '../../src/bgp/types.ts';
@@ -91,14 +92,6 @@ export interface ChildLine {
 
 const SELF = fileURLToPath(import.meta.url);
 
-async function waitUntil(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 100): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 export class BgpLab {
   readonly lab: Lab;

@@ -21,6 +21,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { createLab, sweepStaleNamespaces, type Lab, type LabProcess } from './netns.ts';
+import { waitUntil } from './wait.ts';
+export { waitUntil };
 import { BgpSpeaker } from '../../src/bgp/speaker/speaker.ts';
 import type { FibChange, SpeakerConfig, SpeakerPeerConfig, SpeakerStatus } from '../../src/bgp/speaker-api.ts';
 import { Framer, decodeMessage, encodeMessage, packUpdates } from '../../src/bgp/codec/index.ts';
@@ -53,15 +55,6 @@ export interface ChildLine {
 }
 
 const SELF = fileURLToPath(import.meta.url);
-
-export async function waitUntil(what: string, cond: () => boolean | Promise<boolean>, timeoutMs: number, everyMs = 100): Promise<void> {
-  const start = Date.now();
-  for (;;) {
-    if (await cond()) return;
-    if (Date.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 /** JSON lines a child printed. */
 export function jsonLines(p: LabProcess): ChildLine[] {
