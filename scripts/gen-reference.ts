@@ -1,0 +1,169 @@
+/**
+ * Writes docs/reference.md, the reference of every flag and environment variable of every role,
+ * from the parameter declarations in src/config/params.ts (PARAMS, ROLES), so that the reference
+ * cannot drift from the code. Pure rendering plus one file write; it never runs a role.
+ *
+ *   node --import tsx scripts/gen-reference.ts           rewrite docs/reference.md
+ *   node --import tsx scripts/gen-reference.ts --check   exit 1 if docs/reference.md is stale
+ *
+ * tests/unit/docs-reference.test.ts compares the file with renderReference() as well.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import process from 'node:process';
+import { fileURLToPath } from 'node:url';
+import { PARAMS, ROLES, paramsFor, type ParamDecl, type Role } from '../src/config/params.ts';
+
+export const REFERENCE_PATH = fileURLToPath(new URL('../docs/reference.md', import.meta.url));
+const REGENERATE = 'node --import tsx scripts/gen-reference.ts';
+
+const ROLE_TITLES: Record<Role, string> = {
+  node: 'the host agent (Felix) and BGP speaker',
+  reflector: 'BGP route reflector, no data plane',
+  proxy: 'etcd v3 proxy cache',
+  cni: 'CNI plugin',
+  ctl: 'admin CLI',
+  status: "this host's agent and BGP peers",
+};
+
+/**
+ * What a role takes besides the declared parameters. Kept short: it names where to look rather
+ * than repeating option lists that live in the role's own code.
+ */
+const ROLE_NOTES: Partial<Record<Role, string>> = {
+  cni:
+    'A container runtime runs the plugin with `CNI_COMMAND` set and the network configuration as JSON on ' +
+    'standard input; the plugin takes its settings from that JSON (`etcd_endpoints`, `etcd_ca_cert_file`, ' +
+    '`etcd_cert_file`, `etcd_key_file`, `nodename`, `mtu`, `policy_setup_timeout_seconds`, `log_level`, ' +
+    '`ipam.*`), falling back to `ETCD_ENDPOINTS` and `NODENAME` from the environment. The parameters below ' +
+    'are declared for the role but the plugin does not read them (see docs/operations.md).',
+  ctl:
+    'Subcommands (`apply`, `create`, `replace`, `delete`, `validate`, `get`, `explain`, `ipam`) have their ' +
+    'own options (`-f`, `-n`, `-A`, `-o`, `-p`, `--port`, ...): `routecat ctl <command> --help`.',
+  status: '`-o table|json` (or `--json`) picks the output format. It reads the control socket under `--run-dir`.',
+};
+
+/** Which roles read each datastore resource as a configuration layer, and when. */
+const DATASTORE_READERS: Record<NonNullable<ParamDecl['datastore']>['kind'], { readonly roles: readonly Role[]; readonly when: string }> = {
+  FelixConfiguration: { roles: ['node'], when: 'at start (`default`, then `node.<name>`); a change needs a restart' },
+  BGPConfiguration: { roles: ['node', 'reflector'], when: 'live (`default`, then `node.<name>`); a flag, variable or file value wins' },
+};
+
+function cell(text: string): string {
+  return text.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+}
+
+function code(text: string): string {
+  return `\`${text}\``;
+}
+
+function flagSpelling(p: ParamDecl): string {
+  if (p.type === 'bool') return p.default === true ? `${code(`--${p.flag}`)}, ${code(`--no-${p.flag}`)}` : code(`--${p.flag}`);
+  const arg = p.type === 'list' ? 'list' : p.type === 'int' ? 'n' : p.type === 'duration' ? 'duration' : 'value';
+  return code(`--${p.flag} <${arg}>`);
+}
+
+function defaultText(p: ParamDecl): string {
+  const d = p.default;
+  if (d === undefined) return '';
+  if (Array.isArray(d)) return d.length === 0 ? '(empty)' : code(d.join(','));
+  return code(String(d));
+}
+
+function descriptionText(p: ParamDecl): string {
+  const parts = [p.description];
+  if (p.choices) parts.push(`One of ${p.choices.map(code).join(', ')}.`);
+  if (p.secret) parts.push('Secret: shown as `<redacted>` by `--print-config`.');
+  return parts.join('. ').replace(/\.\. /g, '. ');
+}
+
+/** The datastore field, for a role that reads it (every role: named with the roles that do). */
+function datastoreText(p: ParamDecl, role?: Role): string {
+  if (!p.datastore) return '';
+  const readers = DATASTORE_READERS[p.datastore.kind].roles;
+  const field = `${p.datastore.kind} ${code(p.datastore.field)}`;
+  if (role === undefined) return `${field} (${readers.join(', ')})`;
+  return readers.includes(role) ? field : '';
+}
+
+function paramTable(params: readonly ParamDecl[], role?: Role): string[] {
+  const rows = params.map((p) => `| ${[flagSpelling(p), p.env ? code(p.env) : '', p.type, defaultText(p), datastoreText(p, role), descriptionText(p)].map(cell).join(' | ')} |`);
+  return ['| flag | environment | type | default | datastore field | meaning |', '|---|---|---|---|---|---|', ...rows];
+}
+
+function rolesOf(p: ParamDecl): string {
+  return p.roles === 'all' ? 'every role' : p.roles.join(', ');
+}
+
+/** The whole of docs/reference.md. */
+export function renderReference(): string {
+  const common = PARAMS.filter((p) => p.roles === 'all');
+  const out: string[] = [
+    '# Reference: flags and environment variables',
+    '',
+    `<!-- Generated by scripts/gen-reference.ts from src/config/params.ts. Do not edit: run \`${REGENERATE}\`. -->`,
+    '',
+    'Every role of the one binary reads its configuration from, in order of precedence: a command-line flag,',
+    'then an environment variable, then the YAML file given by `--config` (keys are the parameter names in',
+    'camelCase or the flag names), then, where a datastore field is listed, the FelixConfiguration or',
+    'BGPConfiguration resource in etcd, then the default. `routecat <role> --print-config` prints every',
+    'value with the source that set it (secrets redacted) and exits; `routecat <role> --help` lists the same',
+    'options.',
+    '',
+    'Durations are Go-style (`90s`, `1m30s`, `250ms`; a bare number is seconds). Lists are comma separated',
+    '(in the YAML file, a sequence also works). Booleans accept `true/false`, `1/0`, `yes/no`, `on/off`.',
+    '',
+    'A flag name means one parameter per role, but two roles may use the same flag for different',
+    'parameters (for example `--health-port`), so the tables below are per role.',
+    '',
+    '## Every role',
+    '',
+    ...paramTable(common),
+    '',
+  ];
+  for (const role of ROLES) {
+    const own = paramsFor(role).filter((p) => p.roles !== 'all');
+    out.push(`## \`routecat ${role}\`: ${ROLE_TITLES[role]}`, '');
+    const note = ROLE_NOTES[role];
+    if (note) out.push(note, '');
+    if (own.length === 0) out.push('Nothing beyond the parameters every role takes.', '');
+    else out.push(...paramTable(own, role), '');
+  }
+
+  out.push('## Datastore fields', '', 'Parameters that a datastore resource can also set (below flags, environment and the file):', '');
+  out.push('| resource field | parameter | flag | read by |', '|---|---|---|---|');
+  for (const p of PARAMS.filter((x) => x.datastore)) {
+    const readers = DATASTORE_READERS[p.datastore!.kind];
+    const by = `${readers.roles.map((r) => code(`routecat ${r}`)).join(' and ')}, ${readers.when}`;
+    out.push(`| ${[`${p.datastore!.kind} ${code(p.datastore!.field)}`, code(p.name), code(`--${p.flag}`), by].map(cell).join(' | ')} |`);
+  }
+  out.push('');
+
+  out.push('## Environment variables', '', '| variable | flag | roles |', '|---|---|---|');
+  const withEnv = PARAMS.filter((p): p is ParamDecl & { env: string } => p.env !== undefined).sort((a, b) => (a.env < b.env ? -1 : a.env > b.env ? 1 : 0));
+  for (const p of withEnv) out.push(`| ${[code(p.env), code(`--${p.flag}`), rolesOf(p)].map(cell).join(' | ')} |`);
+  out.push('');
+  return out.join('\n');
+}
+
+/** Exit status of the command line: 0 written or up to date, 1 stale (with --check). */
+export function runGenerator(args: readonly string[], path = REFERENCE_PATH): number {
+  const want = renderReference();
+  if (args.includes('--check')) {
+    let have: string | undefined;
+    try {
+      have = readFileSync(path, 'utf8');
+    } catch {
+      have = undefined;
+    }
+    if (have === want) return 0;
+    process.stderr.write(`${path} ${have === undefined ? 'is missing' : 'is stale: it differs from src/config/params.ts'}; regenerate it with \`${REGENERATE}\`\n`);
+    return 1;
+  }
+  writeFileSync(path, want);
+  process.stdout.write(`wrote ${path} (${PARAMS.length} parameters, ${ROLES.length} roles)\n`);
+  return 0;
+}
+
+const invokedDirectly = process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
+if (invokedDirectly) process.exitCode = runGenerator(process.argv.slice(2));
