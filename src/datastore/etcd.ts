@@ -18,7 +18,7 @@ export interface EtcdOptions {
   readonly timeoutMs?: number;
 }
 
-function readPem(file: string, what: string): Buffer {
+export function readPem(file: string, what: string): Buffer {
   try {
     return readFileSync(file);
   } catch (err) {

@@ -67,6 +67,14 @@ export function rangeWithin(key: string, rangeEnd: string, lo: string, hi: strin
   return hi === '\0' || rangeEnd <= hi;
 }
 
+/** Does [key, rangeEnd) (etcd's range convention) share any key with [lo, hi)? */
+export function rangeOverlaps(key: string, rangeEnd: string, lo: string, hi: string): boolean {
+  const startsBeforeHi = hi === '\0' || key < hi;
+  if (rangeEnd === '') return key >= lo && startsBeforeHi;
+  if (rangeEnd === '\0') return startsBeforeHi;
+  return startsBeforeHi && rangeEnd > lo;
+}
+
 /** Is key inside [from, rangeEnd) (etcd's range convention)? */
 export function keyInRange(key: string, from: string, rangeEnd: string): boolean {
   if (rangeEnd === '') return key === from;

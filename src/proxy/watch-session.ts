@@ -2,10 +2,14 @@
  * One client's etcd Watch stream on the proxy. Each watcher it creates is either local (its range
  * lies in a cached prefix and its start revision is still in the cache's window: served from the
  * cache's event stream, sharing the cache's one upstream watch) or forwarded (its own upstream
- * watch stream, with watch IDs rewritten). Owns its watchers; never changes the cache.
+ * watch, with watch IDs rewritten, resumed on another member from its next revision if the member
+ * it used fails). A client that stops reading is cut off once its unsent backlog passes the limit:
+ * its watchers stop and the stream ends with UNAVAILABLE, which etcd clients answer by
+ * reconnecting and resuming from their last revision. Owns its watchers; never changes the cache.
  */
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import { errorMessage } from '../errors.ts';
+import type { Logger } from '../log.ts';
 import { etcdMethod } from './etcd-proto.ts';
 import { keyInRange, type CacheEvent } from './cache.ts';
 import type { PrefixFeed, ResponseHeader } from './prefix-feed.ts';
@@ -33,13 +37,33 @@ interface WatchRequest {
 }
 
 export interface WatchResponse {
-  header?: ResponseHeader;
+  header?: ResponseHeader | null;
   watch_id: string;
   created?: boolean;
   canceled?: boolean;
   compact_revision?: string;
   cancel_reason?: string;
-  events?: object[];
+  events?: Array<{ kv?: { mod_revision: string } | null }>;
+}
+
+/** Counters the session keeps up to date for the proxy's metrics. */
+export interface WatchCounters {
+  localWatches: number;
+  forwardedWatches: number;
+  /** Forwarded watchers currently open (each is one upstream watch stream). */
+  forwardedOpen: number;
+  forwardedResumes: number;
+  slowCutoffs: number;
+  bytesToClients: number;
+}
+
+export interface WatchSessionOptions {
+  readonly feeds: readonly PrefixFeed[];
+  readonly upstream: Upstream;
+  readonly counters: WatchCounters;
+  readonly log: Logger;
+  /** Unsent bytes after which the client is cut off. */
+  readonly maxBacklogBytes: number;
 }
 
 interface Watcher {
@@ -49,19 +73,18 @@ interface Watcher {
 
 export class WatchSession {
   private readonly call: grpc.ServerDuplexStream<Buffer, Buffer>;
-  private readonly feeds: readonly PrefixFeed[];
-  private readonly upstream: Upstream;
+  private readonly opts: WatchSessionOptions;
   private readonly watchers = new Map<string, Watcher>();
   private nextId = 0;
   private closed = false;
-  private readonly counts: { localWatches: number; forwardedWatches: number };
+  /** Bytes written since the stream last drained: what the client has not taken yet. */
+  private backlog = 0;
 
-  constructor(call: grpc.ServerDuplexStream<Buffer, Buffer>, feeds: readonly PrefixFeed[], upstream: Upstream, counts = { localWatches: 0, forwardedWatches: 0 }) {
-    this.counts = counts;
+  constructor(call: grpc.ServerDuplexStream<Buffer, Buffer>, opts: WatchSessionOptions) {
     this.call = call;
-    this.feeds = feeds;
-    this.upstream = upstream;
+    this.opts = opts;
     call.on('data', (buf: Buffer) => this.onRequest(buf));
+    call.on('drain', () => (this.backlog = 0));
     call.on('end', () => this.close(true));
     call.on('cancelled', () => this.close(false));
     call.on('error', () => this.close(false));
@@ -72,13 +95,31 @@ export class WatchSession {
   }
 
   private send(r: WatchResponse): void {
-    if (!this.closed) this.call.write(WATCH.encodeResponse(r));
+    if (this.closed) return;
+    const buf = WATCH.encodeResponse(r);
+    this.opts.counters.bytesToClients += buf.length;
+    if (this.call.write(buf)) return;
+    this.backlog += buf.length;
+    if (this.backlog > this.opts.maxBacklogBytes) this.cutOff();
+  }
+
+  private cutOff(): void {
+    const mib = (this.opts.maxBacklogBytes / 2 ** 20).toFixed(0);
+    this.opts.counters.slowCutoffs++;
+    this.opts.log.warn(`watch client ${this.call.getPeer()} is not reading (over ${mib} MiB unsent): ending its stream; it will resume from its last revision`);
+    this.stopWatchers();
+    this.closed = true;
+    this.call.emit('error', { code: grpc.status.UNAVAILABLE, details: `routecat proxy: watch stream fell more than ${mib} MiB behind; reconnect and resume` });
+  }
+
+  private stopWatchers(): void {
+    for (const w of this.watchers.values()) w.stop();
+    this.watchers.clear();
   }
 
   private close(endCall: boolean): void {
     if (this.closed) return;
-    for (const w of this.watchers.values()) w.stop();
-    this.watchers.clear();
+    this.stopWatchers();
     if (endCall) this.call.end();
     this.closed = true;
   }
@@ -97,7 +138,7 @@ export class WatchSession {
     if (req.request_union === 'create_request' && req.create_request) this.create(req.create_request);
     else if (req.request_union === 'cancel_request' && req.cancel_request) this.cancel(req.cancel_request.watch_id);
     else if (req.request_union === 'progress_request') {
-      const feed = this.feeds[0];
+      const feed = this.opts.feeds[0];
       this.send({ header: feed ? this.headerFor(feed) : undefined, watch_id: '-1' });
     }
   }
@@ -117,12 +158,12 @@ export class WatchSession {
     const key = cr.key.toString('latin1');
     const rangeEnd = cr.range_end.toString('latin1');
     const start = Number(cr.start_revision);
-    const feed = this.feeds.find((f) => f.status === 'InSync' && f.cache.contains(key, rangeEnd));
+    const feed = this.opts.feeds.find((f) => f.serving && f.cache.contains(key, rangeEnd));
     if (feed && (start === 0 || start > feed.cache.windowStart)) {
-      this.counts.localWatches++;
+      this.opts.counters.localWatches++;
       this.createLocal(id, cr, key, rangeEnd, start, feed);
     } else {
-      this.counts.forwardedWatches++;
+      this.opts.counters.forwardedWatches++;
       this.createForwarded(id, cr);
     }
   }
@@ -139,10 +180,11 @@ export class WatchSession {
     this.send({ header: this.headerFor(feed), watch_id: id, created: true });
     if (start > 0) {
       const backlog = pick(feed.cache.eventsFrom(start) ?? []);
-      for (let i = 0; i < backlog.length; i += REPLAY_CHUNK) {
+      for (let i = 0; i < backlog.length && !this.closed; i += REPLAY_CHUNK) {
         this.send({ header: this.headerFor(feed), watch_id: id, events: backlog.slice(i, i + REPLAY_CHUNK) });
       }
     }
+    if (this.closed) return;
     const unsubscribe = feed.cache.subscribe((batch) => {
       const events = pick(batch);
       if (events.length > 0) this.send({ header: this.headerFor(feed), watch_id: id, events });
@@ -150,37 +192,68 @@ export class WatchSession {
     this.watchers.set(id, { local: true, stop: unsubscribe });
   }
 
+  /**
+   * A watcher the cache cannot serve: its own upstream watch. If the member fails, the watch is
+   * made again on the next member from the revision after the last one the client was sent (or
+   * was told about by a progress notification), so the client sees neither gap nor repeat.
+   */
   private createForwarded(id: string, cr: CreateRequest): void {
-    const up = this.upstream.duplex(WATCH, forwardedMetadata(this.call.metadata));
+    const { counters, upstream } = this.opts;
+    let next = Number(cr.start_revision); // 0 until etcd says where "now" is
+    let created = false;
     let done = false;
-    const stop = () => {
+    let attempt = 0;
+    let current: grpc.ClientDuplexStream<Buffer, Buffer> | undefined;
+    let timer: NodeJS.Timeout | undefined;
+    counters.forwardedOpen++;
+    const finish = () => {
+      if (done) return;
       done = true;
-      up.cancel();
+      counters.forwardedOpen--;
+      clearTimeout(timer);
+      current?.cancel();
+      this.watchers.delete(id);
     };
-    up.on('data', (buf: Buffer) => {
-      if (done) return;
-      const r = WATCH.decodeResponse(buf) as WatchResponse;
-      r.watch_id = id;
-      this.send(r);
-      if (r.canceled) {
-        stop();
-        this.watchers.delete(id);
-      }
-    });
-    up.on('error', (err) => {
-      if (done) return;
-      done = true;
-      this.watchers.delete(id);
-      this.send({ watch_id: id, canceled: true, cancel_reason: `upstream watch failed: ${errorMessage(err)}` });
-    });
-    up.on('end', () => {
-      if (done) return;
-      done = true;
-      this.watchers.delete(id);
-      this.send({ watch_id: id, canceled: true, cancel_reason: 'upstream watch ended' });
-    });
-    up.write(WATCH.encodeRequest({ create_request: { ...cr, watch_id: '0' } }));
-    this.watchers.set(id, { local: false, stop });
+    const open = () => {
+      if (done || this.closed) return;
+      const { stream, member } = upstream.duplex(WATCH, forwardedMetadata(this.call.metadata));
+      current = stream;
+      stream.on('data', (buf: Buffer) => {
+        if (done || stream !== current) return;
+        const r = WATCH.decodeResponse(buf) as WatchResponse;
+        r.watch_id = id;
+        attempt = 0;
+        if (r.created && !r.canceled) {
+          if (next === 0 && r.header) next = Number(r.header.revision) + 1;
+          if (created) return; // a resumed watch: the client already has its "created"
+          created = true;
+        }
+        const events = r.events ?? [];
+        if (events.length > 0) next = Number(events[events.length - 1]!.kv?.mod_revision ?? next - 1) + 1;
+        else if (!r.created && !r.canceled && r.header) next = Math.max(next, Number(r.header.revision) + 1);
+        this.send(r);
+        if (r.canceled) finish();
+      });
+      const broken = (err: unknown, what: string) => {
+        if (done || stream !== current) return;
+        upstream.failed(member, err as { code?: number });
+        if (!created && next === 0) {
+          // Never got going: tell the client as etcd would have.
+          this.send({ watch_id: id, created: true, canceled: true, cancel_reason: `${what}: ${errorMessage(err)}` });
+          finish();
+          return;
+        }
+        counters.forwardedResumes++;
+        const delay = Math.min(1_000, 100 * 2 ** attempt++);
+        this.opts.log.warn(`forwarded watch ${id} of ${this.call.getPeer()}: ${what} (${errorMessage(err)}); resuming from revision ${next} on ${upstream.target} in ${delay} ms`);
+        timer = setTimeout(open, delay);
+      };
+      stream.on('error', (err) => broken(err, `upstream watch on ${member.target} failed`));
+      stream.on('end', () => broken(new Error('ended by etcd'), `upstream watch on ${member.target} ended`));
+      stream.write(WATCH.encodeRequest({ create_request: { ...cr, watch_id: '0', start_revision: String(next) } }));
+    };
+    this.watchers.set(id, { local: false, stop: finish });
+    open();
   }
 
   private cancel(id: string): void {
@@ -188,7 +261,7 @@ export class WatchSession {
     if (!w) return;
     w.stop();
     this.watchers.delete(id);
-    const feed = this.feeds[0];
+    const feed = this.opts.feeds[0];
     this.send({ header: feed ? this.headerFor(feed) : undefined, watch_id: id, canceled: true });
   }
 }

@@ -201,12 +201,14 @@ test('proxy: routecat ctl apply and get work through the proxy', async () => {
   assert.deepEqual(JSON.parse(got.out).spec.nets, ['192.0.2.0/24']);
 });
 
-test('proxy: the cache re-lists after etcd restarts and keeps answering', async () => {
-  const resyncsBefore = proxy.feeds[0]!.resyncs;
+test('proxy: the cache resumes its watch after etcd restarts and keeps answering', async () => {
+  const resumesBefore = proxy.feeds[0]!.resumes;
   await etcd.kill();
   await until('the feed noticing', () => proxy.feeds[0]!.status !== 'InSync', 10_000);
+  // etcd is down: serializable reads are still answered from the cache.
+  assert.equal(await viaProxy('get', '--consistency=s', '/calico/pre/a', '--print-value-only'), 'one\n');
   await etcd.restart();
-  await until('the feed re-listing', () => proxy.feeds[0]!.status === 'InSync' && proxy.feeds[0]!.resyncs > resyncsBefore, 15_000);
+  await until('the feed resuming', () => proxy.feeds[0]!.status === 'InSync' && proxy.feeds[0]!.resumes > resumesBefore, 15_000);
   const w = watch(proxyEndpoint, ['--prefix', '/calico/after/']);
   await new Promise((r) => setTimeout(r, 700));
   await direct('put', '/calico/after/restart', 'yes');
@@ -218,7 +220,7 @@ test('proxy: the cache re-lists after etcd restarts and keeps answering', async 
 
 test('proxy: `routecat proxy --listen ... --etcd-endpoints ...` serves etcdctl and stops on SIGTERM', async () => {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'proxy', '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--health-port', '0', '--metrics-port', '0'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'proxy', '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--health-port', '0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);

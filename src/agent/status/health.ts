@@ -3,15 +3,24 @@
  * Readiness = the datastore is InSync and the first complete apply has finished.
  */
 import { createServer, type Server } from 'node:http';
+import type { Registry } from 'prom-client';
 
 export interface HealthState {
   live(): { ok: boolean; detail: Record<string, unknown> };
   ready(): { ok: boolean; detail: Record<string, unknown> };
 }
 
-export async function startHealthServer(host: string, port: number, state: HealthState): Promise<Server> {
+/** Serves /liveness and /readiness, and /metrics too when given a registry. */
+export async function startHealthServer(host: string, port: number, state: HealthState, metrics?: Registry): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
+    if (metrics && path === '/metrics') {
+      metrics.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
+      return;
+    }
     const check = path === '/liveness' ? state.live() : path === '/readiness' ? state.ready() : undefined;
     if (!check) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /liveness or /readiness\n');
