@@ -104,7 +104,8 @@ export class WatchSession {
   }
 
   private cutOff(): void {
-    const mib = (this.opts.maxBacklogBytes / 2 ** 20).toFixed(0);
+    const limit = this.opts.maxBacklogBytes;
+    const mib = (limit / 2 ** 20).toFixed(limit < 2 ** 20 ? 2 : 0);
     this.opts.counters.slowCutoffs++;
     this.opts.log.warn(`watch client ${this.call.getPeer()} is not reading (over ${mib} MiB unsent): ending its stream; it will resume from its last revision`);
     this.stopWatchers();
@@ -236,6 +237,8 @@ export class WatchSession {
       });
       const broken = (err: unknown, what: string) => {
         if (done || stream !== current) return;
+        current = undefined; // its 'end' after this 'error' is the same failure
+        stream.cancel();
         upstream.failed(member, err as { code?: number });
         if (!created && next === 0) {
           // Never got going: tell the client as etcd would have.

@@ -5,14 +5,19 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
 import { startEtcd, freePort, type EtcdServer } from '../helpers/etcd.ts';
+import { waitUntil } from '../helpers/wait.ts';
 import { startProxy, type RunningProxy } from '../../src/proxy/server.ts';
 import { Upstream } from '../../src/proxy/upstream.ts';
+import * as grpc from '@grpc/grpc-js';
+import * as http2 from 'node:http2';
+import { RawEtcd } from '../helpers/proxy-raw-etcd.ts';
+import { etcdMethod } from '../../src/proxy/etcd-proto.ts';
 
 let etcd: EtcdServer;
 let proxy: RunningProxy;
@@ -62,6 +67,44 @@ function watch(endpoint: string, args: string[]): { lines(): string; stop(): voi
     stop: () => {
       child.kill('SIGKILL');
       children.delete(child);
+    },
+  };
+}
+
+/**
+ * A Watch stream that creates one watcher and then reads nothing until resume(), as a stuck client
+ * would. Plain HTTP/2 (grpc-js's client would keep reading into its own queue): the stream's
+ * flow-control window fills and the proxy's writes back up.
+ */
+function stalledWatch(endpoint: string, create: object) {
+  const session = http2.connect(`http://${endpoint}`);
+  session.on('error', () => undefined);
+  const m = etcdMethod('Watch', 'Watch');
+  const req = session.request({ ':method': 'POST', ':path': m.path, 'content-type': 'application/grpc', te: 'trailers' });
+  req.on('error', () => undefined);
+  const msg = m.encodeRequest({ create_request: create });
+  const frame = Buffer.alloc(5 + msg.length);
+  frame.writeUInt32BE(msg.length, 1);
+  msg.copy(frame, 5);
+  req.write(frame);
+  req.pause();
+  const status = new Promise<{ code: number; details: string }>((resolve) => {
+    const take = (h: http2.IncomingHttpHeaders) => {
+      if (h['grpc-status'] !== undefined) resolve({ code: Number(h['grpc-status']), details: decodeURIComponent(String(h['grpc-message'] ?? '')) });
+    };
+    req.on('response', take);
+    req.on('trailers', take);
+  });
+  return {
+    /** Starts reading; resolves with the stream's final gRPC status. */
+    resume(timeoutMs: number): Promise<{ code: number; details: string }> {
+      req.on('data', () => undefined);
+      req.resume();
+      return Promise.race([status, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('no final status from the proxy')), timeoutMs))]);
+    },
+    close() {
+      req.close();
+      session.close();
     },
   };
 }
@@ -201,6 +244,85 @@ test('proxy: routecat ctl apply and get work through the proxy', async () => {
   assert.deepEqual(JSON.parse(got.out).spec.nets, ['192.0.2.0/24']);
 });
 
+test('proxy: a client reads its own writes from the cache, and linearizable reads use a read index', async () => {
+  const raw = new RawEtcd(proxyEndpoint);
+  try {
+    const key = (i: number) => Buffer.from(`/calico/ryw/k${i}`);
+    for (let i = 0; i < 30; i++) {
+      await raw.must('KV', 'Put', { key: key(i), value: Buffer.from(`v${i}`) });
+      const got = await raw.must('KV', 'Range', { key: key(i), serializable: true });
+      assert.equal(got.kvs[0]?.value.toString(), `v${i}`, `serializable read right after write ${i}`);
+    }
+    // A write straight to etcd (another host's client), then a linearizable read via the proxy:
+    // answered by the cache once it has caught up with the cluster's revision.
+    const { rangesAfterReadIndex, rangesMissed } = proxy.stats;
+    await direct('put', '/calico/ryw/elsewhere', 'fresh');
+    const lin = await raw.must('KV', 'Range', { key: Buffer.from('/calico/ryw/elsewhere') });
+    assert.equal(lin.kvs[0]?.value.toString(), 'fresh');
+    // Writes outside the prefix move the cluster's revision past the cache's: etcd's progress
+    // notification tells the cache nothing under /calico/ changed, so it still answers.
+    await direct('put', '/other/bump', '1');
+    await direct('put', '/other/bump', '2');
+    const dj = JSON.parse(await direct('get', '/calico/ryw/k0', '-w', 'json'));
+    const lin2 = await raw.must('KV', 'Range', { key: Buffer.from('/calico/ryw/k0') });
+    assert.equal(Number(lin2.header.revision), Number(dj.header.revision), 'the answer is at the cluster revision of the read');
+    assert.deepEqual([proxy.stats.rangesAfterReadIndex - rangesAfterReadIndex, proxy.stats.rangesMissed - rangesMissed], [2, 0]);
+  } finally {
+    raw.close();
+  }
+});
+
+test('proxy: a watch client that stops reading is cut off; the others are not', async () => {
+  const port = await freePort();
+  const small = await startProxy({ listen: `127.0.0.1:${port}`, cachePrefixes: ['/calico/'], upstream, maxWatchBacklogBytes: 256 * 1024 });
+  const raw = new RawEtcd(`127.0.0.1:${port}`);
+  let stalled: ReturnType<typeof stalledWatch> | undefined;
+  try {
+    await small.synced();
+    const healthy = raw.watch();
+    healthy.create({ key: Buffer.from('/calico/flood/'), range_end: Buffer.from('/calico/flood0') });
+    // A stream with no reader: grpc-js stops reading from the socket, HTTP/2 flow control backs up.
+    stalled = stalledWatch(`127.0.0.1:${port}`, { key: Buffer.from('/calico/flood/'), range_end: Buffer.from('/calico/flood0') });
+    assert.ok(await healthy.until(() => healthy.responses.some((r) => r.created), 5_000));
+    await new Promise((r) => setTimeout(r, 300));
+    const big = Buffer.alloc(128 * 1024, 'x');
+    for (let i = 0; i < 64; i++) await raw.must('KV', 'Put', { key: Buffer.from(`/calico/flood/${i}`), value: big });
+    await waitUntil('the stalled client cut off', () => small.stats.slowCutoffs === 1, 10_000);
+    assert.ok(await healthy.until(() => healthy.responses.reduce((n, r) => n + (r.events?.length ?? 0), 0) === 64, 10_000), 'the reading client got every event');
+    const status = await stalled.resume(10_000);
+    assert.equal(status.code, grpc.status.UNAVAILABLE, `the stalled client is told UNAVAILABLE (so it reconnects and resumes): ${status.details}`);
+    healthy.close();
+  } finally {
+    raw.close();
+    stalled?.close();
+    await small.stop();
+  }
+});
+
+test('proxy: TLS listener with client certificates', async (t) => {
+  const pki = join(dir, 'pki');
+  const sh = (cmd: string) => execFileSync('sh', ['-c', cmd], { cwd: pki, stdio: 'pipe' });
+  execFileSync('mkdir', ['-p', pki]);
+  sh('openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.crt -days 1 -subj /CN=test-ca');
+  const leaf = (name: string, ext: string) =>
+    sh(`openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ${name}.key -out ${name}.csr -subj /CN=${name} && ` +
+      `printf '${ext}' > ${name}.ext && openssl x509 -req -in ${name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out ${name}.crt -days 1 -extfile ${name}.ext`);
+  leaf('server', 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+  leaf('client', 'extendedKeyUsage=clientAuth\n');
+  const port = await freePort();
+  const tlsProxy = await startProxy({
+    listen: `127.0.0.1:${port}`, cachePrefixes: ['/calico/'], upstream,
+    tls: { certFile: join(pki, 'server.crt'), keyFile: join(pki, 'server.key'), clientCaFile: join(pki, 'ca.crt') },
+  });
+  t.after(() => tlsProxy.stop());
+  await tlsProxy.synced();
+  const https = `https://127.0.0.1:${port}`;
+  const withCert = ['--cacert', join(pki, 'ca.crt'), '--cert', join(pki, 'client.crt'), '--key', join(pki, 'client.key')];
+  assert.equal(await etcdctlAt(https, [...withCert, 'get', '--consistency=s', '/calico/pre/a', '--print-value-only']), 'one\n');
+  await assert.rejects(etcdctlAt(https, ['--cacert', join(pki, 'ca.crt'), '--dial-timeout', '2s', '--command-timeout', '3s', 'get', '/calico/pre/a']), 'no client certificate: refused');
+  await assert.rejects(etcdctlAt(`127.0.0.1:${port}`, ['--dial-timeout', '2s', '--command-timeout', '3s', 'get', '/calico/pre/a']), 'plaintext: refused');
+});
+
 test('proxy: the cache resumes its watch after etcd restarts and keeps answering', async () => {
   const resumesBefore = proxy.feeds[0]!.resumes;
   await etcd.kill();
@@ -220,7 +342,8 @@ test('proxy: the cache resumes its watch after etcd restarts and keeps answering
 
 test('proxy: `routecat proxy --listen ... --etcd-endpoints ...` serves etcdctl and stops on SIGTERM', async () => {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'proxy', '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--health-port', '0'], {
+  const healthPort = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts', 'proxy', '--listen', `127.0.0.1:${port}`, '--etcd-endpoints', etcd.endpoint, '--health-port', String(healthPort)], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);
@@ -240,7 +363,24 @@ test('proxy: `routecat proxy --listen ... --etcd-endpoints ...` serves etcdctl a
     await new Promise((r) => setTimeout(r, 200));
   }
   assert.equal(got, 'one\n', logs);
+  const ready = await fetch(`http://127.0.0.1:${healthPort}/readiness`);
+  assert.equal(ready.status, 200);
+  const readiness = (await ready.json()) as { ready: boolean; caches: Array<{ prefix: string; status: string }> };
+  assert.deepEqual(readiness.caches.map((c) => [c.prefix, c.status]), [['/calico/', 'InSync']]);
+  const metrics = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
+  const keys = Number(JSON.parse(await direct('get', '--prefix', '/calico/', '--keys-only', '-w', 'json')).count ?? 0);
+  assert.match(metrics, new RegExp(`^routecat_proxy_cache_keys\\{prefix="/calico/"\\} ${keys}$`, 'm'));
+  assert.match(metrics, /^routecat_proxy_upstream_watches 1$/m, 'one upstream watch for the cache');
+  assert.match(metrics, /^routecat_proxy_range_total\{result="hit"\} [1-9]/m, 'the serializable get was a cache hit');
+  assert.match(metrics, /^routecat_proxy_clients [1-9]/m);
   child.kill('SIGTERM');
   assert.equal(await exited, 0, logs);
   children.delete(child);
+});
+
+test('proxy: refuses a non-loopback listen address unless told otherwise', async () => {
+  let err = '';
+  const code = await main(['routecat', 'proxy', '--listen', '0.0.0.0:0', '--etcd-endpoints', etcd.endpoint, '--health-port', '0'], {}, { out: () => undefined, err: (t) => (err += t), readStdin: async () => '' });
+  assert.notEqual(code, 0);
+  assert.match(err, /not a loopback address.*--allow-remote/);
 });

@@ -39,7 +39,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 15_000): Promise<string> {
+export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 15_000): Promise<string> {
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
@@ -56,7 +56,7 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 15
   });
 }
 
-async function waitHealthy(endpoint: string, proc: ChildProcess, logs: () => string, timeoutMs = 20_000): Promise<void> {
+export async function waitHealthy(endpoint: string, proc: ChildProcess, logs: () => string, timeoutMs = 20_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`etcd exited (${proc.exitCode}) while starting:\n${logs()}`);
@@ -71,7 +71,7 @@ async function waitHealthy(endpoint: string, proc: ChildProcess, logs: () => str
   throw new Error(`etcd at ${endpoint} not healthy after ${timeoutMs} ms:\n${logs()}`);
 }
 
-const running = new Set<ChildProcess>();
+export const running = new Set<ChildProcess>();
 process.on('exit', () => {
   for (const p of running) p.kill('SIGKILL');
 });
