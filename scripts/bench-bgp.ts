@@ -48,6 +48,7 @@ import { parseArgs } from 'node:util';
 import { Framer, decodeMessage, encodeMessage, endOfRib, packUpdates } from '../src/bgp/codec/index.ts';
 import type { CodecOptions, Nlri, PathAttributes } from '../src/bgp/types.ts';
 import { createLab, sweepStaleNamespaces, type Lab, type LabProcess } from '../tests/helpers/netns.ts';
+import { recordFigures } from './bench-record.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The feed
@@ -779,6 +780,12 @@ async function main(): Promise<void> {
       const t = `${(got.routecat.ms / got.bird.ms).toFixed(1)}x`;
       const m = `${(got.routecat.hwmKiB / got.bird.hwmKiB).toFixed(1)}x`;
       console.log(`  routecat/BIRD  ${t.padStart(10)}  ${m.padStart(9)}   ${target}`);
+      const what = kind === 'ingest' ? `ingest ${n} /32 -> Loc-RIB` : kind === 'reflect' ? `reflect ${n} /32 to ${clients} clients` : `${n} /32 from BGP into the kernel`;
+      const referenceName = birdVersion.replace(/^BIRD version/, 'BIRD').split('\n')[0]!;
+      recordFigures([
+        { suite: 'bgp', metric: `${what}: time`, routecat: got.routecat.ms / 1000, reference: got.bird.ms / 1000, referenceName, unit: 's', better: 'lower' },
+        { suite: 'bgp', metric: `${what}: peak RSS`, routecat: got.routecat.hwmKiB / 1024, reference: got.bird.hwmKiB / 1024, referenceName, unit: 'MB', better: 'lower' },
+      ]);
     }
   };
   if (only.has('ingest')) {

@@ -38,6 +38,7 @@ import { ResourceStore } from '../src/datastore/resource-store.ts';
 import { createIpam } from '../src/ipam/ipam.ts';
 import { WORKLOAD_ENDPOINT_PREFIX } from '../src/ipam/keys.ts';
 import { startEtcd } from '../tests/helpers/etcd.ts';
+import { recordFigures } from './bench-record.ts';
 import { GATEWAY_V4, HOST_LINK_LOCAL, HOST_VETH_MAC, createLab, labSupport, prepareHost, sweepStaleNamespaces } from '../tests/helpers/netns.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -299,6 +300,10 @@ async function main(): Promise<void> {
         await sandboxes.del(ctr);
       }
       const l = load();
+      const where = tag === 'e' ? 'empty host' : `host with ${preload} workloads`;
+      const ref = (metric: string, xs: readonly number[], refXs: readonly number[], referenceName: string) =>
+        [50, 99].map((p) => ({ suite: 'cni', metric: `${metric}, ${where}, p${p}`, routecat: percentile(xs, p), reference: percentile(refXs, p), referenceName, unit: 'ms', better: 'lower' as const }));
+      recordFigures([...ref('CNI ADD', add, kAdd, 'kernel work of one ADD (3 `ip` processes)'), ...ref('CNI DEL', del, kDel, '`ip link del`')]);
       row('CNI ADD (plugin, IPAM, veth, WorkloadEndpoint)', add, l);
       row('CNI DEL', del, l);
       row('ref: kernel work of one ADD, 3 `ip` processes', kAdd, l);
@@ -377,6 +382,10 @@ async function main(): Promise<void> {
       header();
       row('cycle ADD', add, load());
       row('cycle DEL', del, load());
+      recordFigures([
+        { suite: 'cni', metric: `${done} ADD+DEL cycles: time per cycle`, routecat: (total * 1000) / done, reference: null, referenceName: 'none', unit: 'ms', better: 'lower' },
+        { suite: 'cni', metric: `${done} ADD+DEL cycles: failed calls`, routecat: failures, reference: 0, referenceName: 'expected', unit: 'count', better: 'lower' },
+      ]);
     }
 
     const calls = samples * (preload > 0 ? 2 : 1) + preload + done;
@@ -392,6 +401,13 @@ async function main(): Promise<void> {
     const weps = await client.getAll().prefix(WORKLOAD_ENDPOINT_PREFIX).count();
     console.log(`   WorkloadEndpoints left in etcd: ${weps}`);
     console.log(`   container namespaces left: ${sandboxes.count}`);
+    const veths = await countCali(hostNs);
+    recordFigures([
+      { suite: 'cni', metric: 'left behind: IPAM allocations', routecat: allocations, reference: 0, referenceName: 'expected', unit: 'count', better: 'lower' },
+      { suite: 'cni', metric: 'left behind: host cali veths', routecat: veths, reference: 0, referenceName: 'expected', unit: 'count', better: 'lower' },
+      { suite: 'cni', metric: 'left behind: WorkloadEndpoints', routecat: weps, reference: 0, referenceName: 'expected', unit: 'count', better: 'lower' },
+      { suite: 'cni', metric: '`routecat ctl ipam check` exit code', routecat: ctl.code, reference: 0, referenceName: 'expected', unit: 'code', better: 'lower' },
+    ]);
   } finally {
     client.close();
     await lab.cleanup();

@@ -17,6 +17,7 @@ import { BgpFib } from '../src/agent/kernel/fib.ts';
 import type { FibChange } from '../src/bgp/speaker-api.ts';
 import { errorMessage } from '../src/errors.ts';
 import { setLogLevel } from '../src/log.ts';
+import { recordFigures } from './bench-record.ts';
 
 const { values: opts } = parseArgs({
   options: {
@@ -154,6 +155,7 @@ async function parent(): Promise<void> {
 
       const rate = (ms: number) => `${Math.round(n / (ms / 1000)).toLocaleString('en-US')} routes/s`;
       console.log(`  ${n.toLocaleString('en-US').padStart(9)} routes: BgpFib.apply ${(r.ms / 1000).toFixed(2)} s (${rate(r.ms)})  |  kernel floor ip -batch ${(floorMs / 1000).toFixed(2)} s (${rate(floorMs)})  |  ratio ${(r.ms / floorMs).toFixed(2)}x  (flush ${(flushMs / 1000).toFixed(1)} s)`);
+      recordFigures([{ suite: 'fib', metric: `${n} /32 routes into the kernel FIB`, routecat: r.ms / 1000, reference: floorMs / 1000, referenceName: 'kernel floor: `ip -batch`', unit: 's', better: 'lower' }]);
     }
   } finally {
     cleanup();

@@ -19,6 +19,7 @@ import { fetchControl } from '../src/cli/status.ts';
 import { createLab, type Lab, type LabProcess } from '../tests/helpers/netns.ts';
 import { startEtcd, type EtcdServer } from '../tests/helpers/etcd.ts';
 import { NodeLab } from '../tests/helpers/node-lab.ts';
+import { recordFigures } from './bench-record.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const P = '/calico/resources/v3/projectcalico.org/';
@@ -277,6 +278,14 @@ async function main(): Promise<void> {
       if (r.addLatencies && r.addLatencies.length > 0) {
         console.log(`  one endpoint added among ${n}: etcd write -> route+rules programmed: p50 ${ms(pct(r.addLatencies, 50))}, p99 ${ms(pct(r.addLatencies, 99))} (${r.addLatencies.length} samples)`);
       }
+      const suite = `node/${dataplane}`;
+      recordFigures([
+        { suite, metric: `cold start, ${n} endpoints + ${POLICIES} policies: start -> all programmed`, routecat: r.agentMs, reference: r.routeFloorMs + r.ruleFloorMs, referenceName: 'kernel floor: `ip -batch` routes + one rules/sets restore', unit: 'ms', better: 'lower' },
+        { suite, metric: `cold start, ${n} endpoints: agent peak RSS`, routecat: r.rssMb ?? null, reference: null, referenceName: 'none', unit: 'MB', better: 'lower' },
+        ...(r.addLatencies && r.addLatencies.length > 0
+          ? [50, 99].map((p) => ({ suite, metric: `one endpoint added among ${n}: etcd write -> programmed, p${p}`, routecat: pct(r.addLatencies!, p), reference: null, referenceName: 'none', unit: 'ms', better: 'lower' as const }))
+          : []),
+      ]);
     }
   } finally {
     await etcd.cleanup();
@@ -285,6 +294,7 @@ async function main(): Promise<void> {
     console.log(`\n== per-packet cost: iperf3 TCP between two workloads, ${opts['iperf-seconds']} s each`);
     const r = await iperf(Number(opts['iperf-seconds']));
     console.log(`  no policy: ${r.none.toFixed(2)} Gbit/s; ${POLICIES} policies applying: ${r.withPolicies.toFixed(2)} Gbit/s; ratio ${(r.withPolicies / r.none).toFixed(2)}`);
+    recordFigures([{ suite: `node/${dataplane}`, metric: `iperf3 TCP between two workloads, ${POLICIES} policies applying`, routecat: r.withPolicies, reference: r.none, referenceName: 'same path, no policy', unit: 'Gbit/s', better: 'higher' }]);
   }
 }
 

@@ -29,6 +29,7 @@ import type { BgpNodeStatus } from '../src/agent/bgp-node.ts';
 import { fetchControl } from '../src/cli/status.ts';
 import { GATEWAY_V4, HOST_VETH_MAC, labSupport, sweepStaleNamespaces, type LabProcess } from '../tests/helpers/netns.ts';
 import { NodeLab, hostIface, type HostDef, type Workload } from '../tests/helpers/node-lab.ts';
+import { recordFigures } from './bench-record.ts';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const A: HostDef = { name: 'a', ip: '10.201.0.1', ip6: 'fd00:201::1', block: '10.65.1.0/24', block6: 'fd00:65:1::/64' };
@@ -244,6 +245,11 @@ async function main(): Promise<void> {
     console.log(row('     BGP share (ii) - (i)', bgp));
     console.log(row('     etcd write acknowledged (for scale)', ack));
     console.log(row('floor: `ip -n B route add` -> route in B', floor));
+    const floorName = 'kernel floor: one `ip route add` into B';
+    recordFigures([50, 99].flatMap((p) => [
+      { suite: `propagation/${dataplane}`, metric: `etcd write -> route in A's kernel (proto 192), p${p}`, routecat: percentile(local, p), reference: percentile(floor, p), referenceName: floorName, unit: 'ms', better: 'lower' as const },
+      { suite: `propagation/${dataplane}`, metric: `etcd write -> route in B's kernel via BGP (proto 193), p${p}`, routecat: percentile(remote, p), reference: percentile(floor, p), referenceName: floorName, unit: 'ms', better: 'lower' as const },
+    ]));
     console.log(`  (${samples} samples; p99 of ${samples} is the ${samples < 100 ? 'maximum' : '99th percentile'}; load ${load0.toFixed(1)} -> ${loadavg()[0]!.toFixed(1)}; times from \`ip -ts -N monitor route\` in each namespace)`);
   } finally {
     await lab.cleanup();
