@@ -12,12 +12,14 @@
  *     puts straight to etcd, one at a time, the next once every watcher has the event: latency from
  *     just before the put to each watcher's receipt (p50, p99 over puts x watchers; p50 of the
  *     slowest watcher per put), and each watcher's stream is checked: every event once, in order.
- *     RSS (VmRSS now, VmHWM peak) of the proxy process after the puts.
+ *     RSS (VmRSS now, VmHWM peak) of the proxy process after the puts; CPU time of the target and
+ *     etcd over the puts (/proc/<pid>/stat), per put: the cost of one event to every watcher.
  *  2. serializable reads, with every target up (fresh) at once: --clients clients, one connection
  *     each, each a closed loop of Range(serializable) of one key under /calico/ with one request in
  *     flight; --seconds per target split into --rounds rounds, the target order rotated each round
  *     so a change in the host's load falls on all alike; each round after one second of warm-up:
- *     reads/s, p50, p99 over all rounds.
+ *     reads/s, p50, p99 over all rounds, and CPU time of the target and etcd per 1,000 reads (CPU
+ *     time stays meaningful when other work on the host stretches the wall-clock figures).
  * The load generator is this script in a child process (--gen), so it shares its event loop with
  * nothing: gRPC over node:http2 directly (H2Channel: hand-framed, requests encoded once, read
  * responses not decoded except one per client to check it, watch responses decoded), about three
@@ -29,8 +31,8 @@
  *        [--clients 64] [--seconds 10] [--keys 1000] [--only watch,read]
  *        [--rounds 2] [--targets routecat,grpc-proxy,direct] [--read-client http2|grpc-js]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import http2 from 'node:http2';
@@ -369,10 +371,12 @@ async function genRead(target: string): Promise<void> {
   for (const c of clients) issue(c);
   await sleep(1_000);
   measuring = true;
+  tell({ measuring: true });
   const cpu0 = process.cpuUsage();
   const w0 = performance.now();
   await sleep(S * 1000);
   measuring = false;
+  tell({ measured: true });
   const wallMs = performance.now() - w0;
   const cpu = process.cpuUsage(cpu0);
   stop = true;
@@ -485,6 +489,33 @@ async function etcdWatchMetrics(etcd: EtcdServer): Promise<WatchMetrics> {
   };
 }
 
+const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+
+/** User + system CPU time of the processes so far, ms (clock-tick resolution). */
+function cpuMsOf(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // f[0] is field 3 (state)
+    ticks += Number(f[11]) + Number(f[12]); // utime, stime
+  }
+  return (ticks / CLK_TCK) * 1000;
+}
+
+/** The pid of the etcd serving from dataDir (tests/helpers/etcd.ts does not say). */
+function etcdPid(dataDir: string): number {
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const argv = readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (argv[0]?.endsWith('etcd') && argv.includes(join(dataDir, 'data')) && !argv.includes('grpc-proxy')) return Number(d);
+    } catch {
+      // gone
+    }
+  }
+  throw new Error(`no etcd process with --data-dir ${join(dataDir, 'data')}`);
+}
+
 /** VmRSS and VmHWM of a process, MB. */
 function rssMb(pid: number | undefined): { rss: number; peak: number } {
   if (pid === undefined) return { rss: NaN, peak: NaN };
@@ -547,10 +578,14 @@ interface WatchResult {
   slowestP50: number;
   ackP50: number;
   rss: { rss: number; peak: number };
+  /** CPU time of the target and etcd per put, all watchers served. */
+  serverCpuPerPut: number;
   trouble: string;
 }
 
 interface ReadResult {
+  /** CPU time of the target and etcd while measuring. */
+  serverCpuMs: number;
   reads: number;
   wallMs: number;
   /** The load generator's CPU time while measuring. */
@@ -569,7 +604,7 @@ function troubleOf(problems: Record<string, number>, first: string[], extra: Rec
   return bad.length === 0 ? '' : `${bad.map(([k, n]) => `${k} ${n}`).join(', ')}${first.length > 0 ? ` (first: ${first.join('; ')})` : ''}`;
 }
 
-async function watchBench(kind: TargetKind, etcd: EtcdServer, before: WatchMetrics, target: Target): Promise<WatchResult> {
+async function watchBench(kind: TargetKind, etcd: EtcdServer, before: WatchMetrics, target: Target, servers: readonly number[]): Promise<WatchResult> {
   const etcdAddr = etcd.endpoint.replace(/^http:\/\//, '');
   const gen = new Generator(['--gen', 'watch', '--target', target.address, '--etcd', etcdAddr, '--watchers', opts.watchers!, '--connections', opts.connections!, '--puts', opts.puts!]);
   try {
@@ -577,14 +612,16 @@ async function watchBench(kind: TargetKind, etcd: EtcdServer, before: WatchMetri
     if (!ready.allCreated) throw new Error(`${TARGET_NAMES[kind]}: only ${ready.created} of ${opts.watchers} watches created in 120 s; ${troubleOf(ready.problems, ready.firstProblem)}\n${target.output()}`);
     await sleep(500); // etcd's gauges follow the creates
     const after = await etcdWatchMetrics(etcd);
+    const cpu0 = cpuMsOf(servers);
     gen.send('go');
     const { result: r } = await gen.next(Number(opts.puts) * 11_000 + 30_000);
+    const serverCpuPerPut = (cpuMsOf(servers) - cpu0) / Number(opts.puts);
     const rss = rssMb(target.pid);
     gen.send('done');
     return {
       delta: { watchers: after.watchers - before.watchers, streams: after.streams - before.streams, watchRpcs: after.watchRpcs - before.watchRpcs },
       createMs: ready.createMs,
-      p50: r.p50, p99: r.p99, max: r.max, slowestP50: r.slowestP50, ackP50: r.ackP50, rss,
+      p50: r.p50, p99: r.p99, max: r.max, slowestP50: r.slowestP50, ackP50: r.ackP50, rss, serverCpuPerPut,
       trouble: troubleOf(r.problems, r.firstProblem, { missing: r.missing, 'puts not seen by every watcher within 10 s': r.timeouts }),
     };
   } finally {
@@ -592,12 +629,16 @@ async function watchBench(kind: TargetKind, etcd: EtcdServer, before: WatchMetri
   }
 }
 
-async function readBench(target: Target, seconds: number): Promise<ReadResult> {
+async function readBench(target: Target, seconds: number, servers: readonly number[]): Promise<ReadResult> {
   const gen = new Generator(['--gen', 'read', '--target', target.address, '--clients', opts.clients!, '--seconds', String(seconds), '--read-client', opts['read-client']!]);
   try {
-    const { result: r } = await gen.next(seconds * 1000 + 60_000);
+    if (!(await gen.next(60_000)).measuring) throw new Error('load generator: expected the start of the measurement');
+    const cpu0 = cpuMsOf(servers);
+    if (!(await gen.next(seconds * 1000 + 10_000)).measured) throw new Error('load generator: expected the end of the measurement');
+    const serverCpuMs = cpuMsOf(servers) - cpu0;
+    const { result: r } = await gen.next(30_000);
     return {
-      reads: r.reads, wallMs: r.wallMs, cpuMs: r.cpuMs, latencies: r.latencies, perSecond: r.perSecond, p50: percentile(r.latencies, 50), p99: percentile(r.latencies, 99),
+      serverCpuMs, reads: r.reads, wallMs: r.wallMs, cpuMs: r.cpuMs, latencies: r.latencies, perSecond: r.perSecond, p50: percentile(r.latencies, 50), p99: percentile(r.latencies, 99),
       clientCpuPct: (r.cpuMs / r.wallMs) * 100, trouble: r.errors > 0 ? `${r.errors} errors (first: ${r.firstError})` : '',
     };
   } finally {
@@ -611,7 +652,7 @@ function mergeReads(rs: readonly ReadResult[]): ReadResult {
   const latencies = rs.flatMap((r) => r.latencies);
   const wallMs = sum((r) => r.wallMs);
   return {
-    reads: sum((r) => r.reads), wallMs, cpuMs: sum((r) => r.cpuMs), latencies, perSecond: sum((r) => r.reads) / (wallMs / 1000),
+    serverCpuMs: sum((r) => r.serverCpuMs), reads: sum((r) => r.reads), wallMs, cpuMs: sum((r) => r.cpuMs), latencies, perSecond: sum((r) => r.reads) / (wallMs / 1000),
     p50: percentile(latencies, 50), p99: percentile(latencies, 99), clientCpuPct: (sum((r) => r.cpuMs) / wallMs) * 100,
     trouble: rs.map((r) => r.trouble).filter(Boolean).join('; '),
   };
@@ -650,6 +691,8 @@ async function main(): Promise<void> {
   const load0 = loadavg();
   const etcd = await startEtcd();
   tmpDirs.push(etcd.dataDir);
+  const etcdPidNow = etcdPid(etcd.dataDir);
+  const servers = (t: Target): number[] => (t.pid === undefined ? [etcdPidNow] : [t.pid, etcdPidNow]);
   const watch = new Map<TargetKind, WatchResult>();
   const read = new Map<TargetKind, ReadResult>();
   const rc = routecatCommand();
@@ -664,7 +707,7 @@ async function main(): Promise<void> {
       const target = await startTarget(kind, etcd);
       try {
         process.stdout.write(`  ${TARGET_NAMES[kind]}: ${W} watchers ...`);
-        const r = await watchBench(kind, etcd, before, target);
+        const r = await watchBench(kind, etcd, before, target, servers(target));
         watch.set(kind, r);
         process.stdout.write(` created in ${fmt(r.createMs, 0)} ms, fan-out p50 ${fmt(r.p50)} ms${r.trouble ? `; TROUBLE: ${r.trouble}` : ''}\n`);
         if (!target.alive()) throw new Error(`${TARGET_NAMES[kind]} died during the run:\n${target.output()}`);
@@ -683,7 +726,7 @@ async function main(): Promise<void> {
           for (let j = 0; j < kinds.length; j++) {
             const kind = kinds[(j + round) % kinds.length]!;
             process.stdout.write(`  round ${round + 1}/${R}, ${TARGET_NAMES[kind]}: ${N} read clients x ${fmt(S / R)} s ...`);
-            const r = await readBench(targets.get(kind)!, S / R);
+            const r = await readBench(targets.get(kind)!, S / R, servers(targets.get(kind)!));
             parts.get(kind)!.push(r);
             process.stdout.write(` ${fmt(r.perSecond, 0)} reads/s (client CPU ${fmt(r.clientCpuPct, 0)}%)${r.trouble ? `; TROUBLE: ${r.trouble}` : ''}\n`);
             if (!targets.get(kind)!.alive()) throw new Error(`${TARGET_NAMES[kind]} died during the run:\n${targets.get(kind)!.output()}`);
@@ -729,6 +772,7 @@ async function main(): Promise<void> {
     row('fan-out latency max', 'ms', 'lower', (k) => w(k)?.max ?? NaN, 2, []);
     row(`slowest of ${W} watchers per put, p50`, 'ms', 'lower', (k) => w(k)?.slowestP50 ?? NaN, 2);
     row('put acknowledged by etcd, p50 (for scale)', 'ms', 'lower', (k) => w(k)?.ackP50 ?? NaN, 2, []);
+    row(`server CPU per put, all ${W} watchers served (target + etcd)`, 'ms', 'lower', (k) => w(k)?.serverCpuPerPut ?? NaN, 1);
     row(`all ${W} watches created`, 'ms', 'lower', (k) => w(k)?.createMs ?? NaN, 0);
     row('proxy RSS with the watchers open (VmRSS)', 'MB', 'lower', (k) => w(k)?.rss.rss ?? NaN, 1, ['grpc-proxy']);
     row('proxy peak RSS (VmHWM)', 'MB', 'lower', (k) => w(k)?.rss.peak ?? NaN, 1, ['grpc-proxy']);
@@ -741,6 +785,7 @@ async function main(): Promise<void> {
     row('throughput', 'reads/s', 'higher', (k) => rd(k)?.perSecond ?? NaN, 0);
     row('latency p50', 'ms', 'lower', (k) => rd(k)?.p50 ?? NaN, 2);
     row('latency p99', 'ms', 'lower', (k) => rd(k)?.p99 ?? NaN, 2);
+    row('server CPU per 1,000 reads (target + etcd)', 'ms', 'lower', (k) => ((rd(k)?.serverCpuMs ?? NaN) / (rd(k)?.reads ?? NaN)) * 1000, 0);
     row('load generator CPU (100% = one core saturated)', '%', 'lower', (k) => rd(k)?.clientCpuPct ?? NaN, 0, []);
     for (const k of cols) if (rd(k)?.trouble) console.log(`  TROUBLE via ${TARGET_NAMES[k]}: ${rd(k)!.trouble}`);
   }
