@@ -124,6 +124,16 @@ export class PrefixFeed {
   }
 
   /**
+   * A write outside this prefix made revision `revision`: if the cache has everything up to the
+   * revision before it, nothing under the prefix changed at it either, so the cache is at it.
+   */
+  unchangedAt(revision: number): void {
+    if (this.cache.revision !== revision - 1) return;
+    this.cache.advance(revision);
+    this.settleWaiters();
+  }
+
+  /**
    * The cluster's current revision, read linearizably: a read that arrives now and is answered
    * from the cache once the cache has reached this revision sees every write acknowledged before
    * it arrived. Reads arriving while a request is out share the next one (not the one already

@@ -184,13 +184,27 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     });
   };
 
-  /** Waits (bounded) until the caches this write may touch have seen its revision. */
+  /**
+   * Waits (bounded) until every cache has reached this write's revision, so what the client reads
+   * next is at least as new as its write. A cache the write did not touch and that is exactly one
+   * revision behind a write known to have made that revision can be moved on at once.
+   */
   const writeVisible = (m: EtcdMethod, request: Buffer) => async (res: Buffer) => {
-    const touched = feedsTouched(m, request, feeds).filter((f) => f.connected);
-    if (touched.length === 0) return;
-    const header = (m.decodeResponse(res) as { header: ResponseHeader | null }).header;
-    const revision = Number(header?.revision ?? 0);
-    if (revision > 0) await Promise.all(touched.map((f) => f.waitForRevision(revision, WRITE_VISIBLE_WAIT_MS)));
+    const live = feeds.filter((f) => f.connected);
+    if (live.length === 0) return;
+    const answer = m.decodeResponse(res) as { header: ResponseHeader | null; deleted?: string };
+    const revision = Number(answer.header?.revision ?? 0);
+    if (revision <= 0) return;
+    const touched = new Set(feedsTouched(m, request, feeds));
+    // A Put always makes a new revision, a DeleteRange only when it deleted something; a Txn may
+    // have made none, and then its revision may belong to someone else's write.
+    const madeRevision = m === PUT || (m === DELETE_RANGE && answer.deleted !== '0');
+    await Promise.all(
+      live.map((f) => {
+        if (madeRevision && !touched.has(f)) f.unchangedAt(revision);
+        return f.waitForRevision(revision, WRITE_VISIBLE_WAIT_MS);
+      }),
+    );
   };
 
   const answerRange = (feed: PrefixFeed, req: RangeRequest, cb: grpc.sendUnaryData<Buffer>) => {
