@@ -74,6 +74,8 @@ export class NodeAgent {
   #firstInSyncApply = false;
   #last: ApplyRecord | undefined;
   #model: DataplaneModel | undefined;
+  /** The model of the last apply that completed: what the kernel is known to have. */
+  #programmed: DataplaneModel | undefined;
   #reported = new Set<string>();
   #idle: Array<() => void> = [];
   #aclDirty = false;
@@ -210,6 +212,7 @@ export class NodeAgent {
       rules = acl.rulesTotal;
       const r = await stage('routes', () => this.#parts.routes.apply({ inSync }));
       routes = r.total;
+      this.#programmed = model;
     } catch (err) {
       error = errorMessage(err);
       this.#log.error(`apply failed (will retry): ${error}`);
@@ -237,10 +240,14 @@ export class NodeAgent {
     return record;
   }
 
-  /** Endpoint id -> up/down from the host-side interface's oper state. */
+  /**
+   * Endpoint id -> up/down from the host-side interface's oper state, for the endpoints whose
+   * interface, policy and route are programmed (an endpoint still being applied is not reported:
+   * the CNI plugin waits for "up" before it lets the workload start).
+   */
   endpointStatuses(): Map<string, 'up' | 'down'> {
     const out = new Map<string, 'up' | 'down'>();
-    for (const ep of this.#model?.endpoints.values() ?? []) {
+    for (const ep of this.#programmed?.endpoints.values() ?? []) {
       if (ep.type !== 'workload') continue;
       out.set(ep.id, this.#parts.linkUp(ep.iface) ? 'up' : 'down');
     }

@@ -192,6 +192,7 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
         metrics.badData.set(model.problems.length);
         if (rec.error) metrics.errors.inc({ where: 'apply' });
         bgp?.onApplied(model, rec.inSync && !rec.error);
+        if (!rec.error) reportChanges();
       },
       onProblem: (p) => problems.push(p),
     },
@@ -233,17 +234,41 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
   const reportEvery = parseDuration(String(v.reportingInterval));
   const reporter = new StatusReporter(client, name, reportEvery);
   let reportTimer: NodeJS.Timeout | undefined;
+  let reporting = false;
+  let reportAgain = false;
   const report = async () => {
+    if (reporting) {
+      reportAgain = true;
+      return;
+    }
+    reporting = true;
+    clearTimeout(reportTimer);
     try {
       await reporter.report(agent.endpointStatuses());
     } catch (err) {
       metrics.errors.inc({ where: 'status' });
       log.warn(`status report failed: ${errorMessage(err)}`);
+    } finally {
+      reporting = false;
     }
+    if (stopped) return;
     // Report soon after the first apply, then every interval (faster while not ready).
-    if (!stopped) reportTimer = setTimeout(report, agent.ready ? reportEvery : Math.min(reportEvery, 1_000));
+    const next = reportAgain ? 0 : agent.ready ? reportEvery : Math.min(reportEvery, 1_000);
+    reportAgain = false;
+    reportTimer = setTimeout(report, next);
   };
   reportTimer = setTimeout(report, 200);
+  // An endpoint appearing or going is reported at once, not at the next interval: the CNI plugin
+  // is waiting for it.
+  let reportedIds = '';
+  function reportChanges(): void {
+    if (stopped || !agent.ready) return;
+    const ids = [...agent.endpointStatuses().keys()].sort().join('\n');
+    if (ids === reportedIds) return;
+    reportedIds = ids;
+    clearTimeout(reportTimer);
+    reportTimer = setTimeout(report, 0);
+  }
 
   const servers: Server[] = [];
   const host = String(v.healthHost);

@@ -191,7 +191,9 @@ export class NodeLab {
       ...(opts.bgp ? [] : ['--no-bgp']),
       '--route-refresh-interval', '2s',
       '--iptables-refresh-interval', '2s',
-      '--reporting-interval', '2s',
+      // Endpoint status must be written when an endpoint appears, not at the next interval: an
+      // hour here makes every test that waits for "up" (the CNI plugin does) depend on that.
+      '--reporting-interval', '1h',
       ...extra,
     ]);
     return h.agent;
