@@ -10,6 +10,7 @@ import { access } from 'node:fs/promises';
 import { writeFile } from 'node:fs/promises';
 import type { CommandRunner } from '../agent/dataplane/exec.ts';
 import { CommandError } from '../agent/dataplane/exec.ts';
+import { ROUTE_PROTO } from '../agent/kernel/kernel.ts';
 import { GATEWAY_V4, HOST_LINK_LOCAL, HOST_VETH_MAC } from './naming.ts';
 
 export interface VethSpec {
@@ -111,9 +112,11 @@ export class VethDataplane {
     if (v6) await this.#sys.writeSysctl(`net/ipv6/conf/${h}/accept_dad`, '0').catch(() => undefined);
     for (const [path, value] of hostSysctls(h, s.ipv4.length > 0, v6)) await this.#sys.writeSysctl(path, value);
     await this.#ip(['link', 'set', 'dev', h, 'up']);
+    // With the agent's route protocol: the agent then owns these routes (it never replaces a route
+    // of another protocol, so a protocol-less one would make its own `add` fail with EEXIST forever).
     const hostRoutes = [
-      ...s.ipv4.map((a) => `route replace ${a} dev ${h} scope link`),
-      ...s.ipv6.map((a) => `route replace ${a} dev ${h}`),
+      ...s.ipv4.map((a) => `route replace ${a} dev ${h} proto ${ROUTE_PROTO} scope link`),
+      ...s.ipv6.map((a) => `route replace ${a} dev ${h} proto ${ROUTE_PROTO}`),
     ];
     if (hostRoutes.length > 0) await this.#ip(['-batch', '-'], `${hostRoutes.join('\n')}\n`);
 
