@@ -19,6 +19,8 @@ export interface ExecResult {
 export interface ExecOptions {
   readonly timeoutMs?: number;
   readonly stdin?: string;
+  /** The command's whole environment (default: ours). */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface LabProcess {
@@ -54,9 +56,9 @@ export interface Lab {
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 /** Run a command in the current namespace, collecting output; never throws for exit status. */
-function run(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
+export function run(cmd: string, args: readonly string[], opts: ExecOptions = {}): Promise<ExecResult> {
   return new Promise((resolve) => {
-    const child = spawnChild(cmd, [...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawnChild(cmd, [...args], { stdio: ['pipe', 'pipe', 'pipe'], env: opts.env ?? process.env });
     let stdout = '';
     let stderr = '';
     let timedOut = false;
