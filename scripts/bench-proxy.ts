@@ -700,7 +700,7 @@ async function main(): Promise<void> {
     await preload(etcd, keys);
     const version = (await etcd.etcdctl('version')).split('\n')[0]!.replace(/^etcdctl version: /, '');
     console.log(`routecat proxy (${rc.what}) vs etcd grpc-proxy vs etcd direct: etcd ${version} on loopback holding ${keys} keys under ${PREFIX}; node ${process.version}, ${cpus().length} cores; load ${load0.map((x) => x.toFixed(2)).join(' ')}`);
-    console.log(`load generator: ${opts['read-client'] === 'grpc-js' ? 'reads through @grpc/grpc-js (Buffer in/out), watches through' : ''} gRPC over node:http2 directly (hand-framed, requests encoded once; lighter than @grpc/grpc-js or etcd3), in a child process of its own`);
+    console.log(`load generator: ${opts['read-client'] === 'grpc-js' ? 'reads through @grpc/grpc-js (Buffer in/out), watches through ' : ''}gRPC over node:http2 directly (hand-framed, requests encoded once; lighter than @grpc/grpc-js or etcd3), in a child process of its own`);
     // Watches: one target at a time, each started fresh, so etcd's gauges count that target alone.
     for (const kind of only.has('watch') ? kinds : []) {
       const before = await etcdWatchMetrics(etcd);
