@@ -318,7 +318,7 @@ export class BgpNode {
   }
 
   /** Stops the speaker (Cease to every peer) and the FIB writer; kernel routes stay. */
-  async stop(shutdownText = 'routecat stopping'): Promise<void> {
+  async stop(shutdownText = 'routecat stopping', opts: { readonly restarting?: boolean } = {}): Promise<void> {
     if (this.#stopped) return;
     this.#stopped = true;
     for (const t of [this.#debounce, this.#eorTimer]) if (t) clearTimeout(t);
@@ -328,7 +328,7 @@ export class BgpNode {
     this.#unsubscribeFib?.();
     const s = this.#speaker;
     this.#speaker = undefined;
-    if (s) await s.stop(shutdownText).catch((err: unknown) => this.#log.warn(`stopping the speaker: ${errorMessage(err)}`));
+    if (s) await s.stop(shutdownText, opts).catch((err: unknown) => this.#log.warn(`stopping the speaker: ${errorMessage(err)}`));
     await this.#opts.fib?.close().catch((err: unknown) => this.#log.warn(`closing the FIB: ${errorMessage(err)}`));
     for (const f of this.#idle.splice(0)) f();
   }

@@ -140,7 +140,12 @@ export function parseRouteProtocols(items: readonly string[]): number[] {
 
 export interface RunningNode {
   readonly agent: NodeAgent;
-  stop(): Promise<void>;
+  /**
+   * Stops the agent and the speaker; kernel state stays. `restarting` (SIGTERM: an upgrade or a
+   * service restart) closes graceful-restart sessions without a NOTIFICATION so peers keep this
+   * host's routes until it is back; otherwise every peer gets a Cease and withdraws them.
+   */
+  stop(opts?: { readonly restarting?: boolean }): Promise<void>;
 }
 
 export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<RunningNode> {
@@ -308,14 +313,14 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
 
   return {
     agent,
-    stop: async () => {
+    stop: async (opts = {}) => {
       stopped = true;
       clearInterval(refresh);
       clearInterval(aclRefresh);
       if (reportTimer) clearTimeout(reportTimer);
       agent.stop();
-      // Cease to every peer; the FIB's routes stay in the kernel like the agent's.
-      await bgp?.stop('routecat node shutting down');
+      // The FIB's routes stay in the kernel like the agent's.
+      await bgp?.stop('routecat node shutting down', opts);
       kernel.stop();
       await syncer.stop();
       await affinitySyncer?.stop();
@@ -346,17 +351,19 @@ export const runNodeRole: RoleRunner = async (args, env, io) => {
     setLogLevel(config.values.logLevel as LogLevel);
   }
   const node = await startNode(config, client);
-  await new Promise<void>((resolve) => {
+  // SIGTERM (systemd, kubelet, an upgrade) is a restart: BGP peers keep this host's routes for
+  // the graceful-restart time. SIGINT (an operator at the terminal) withdraws them with a Cease.
+  const restarting = await new Promise<boolean>((resolve) => {
     const onSignal = (sig: string) => {
       if (stopping) return;
       stopping = true;
-      log.info(`${sig}: stopping (kernel state is left in place)`);
-      resolve();
+      log.info(`${sig}: stopping (kernel state is left in place${sig === 'SIGTERM' ? '; BGP peers keep our routes for the restart time' : '; BGP peers are told to withdraw our routes'})`);
+      resolve(sig === 'SIGTERM');
     };
     process.once('SIGTERM', () => onSignal('SIGTERM'));
     process.once('SIGINT', () => onSignal('SIGINT'));
   });
-  await node.stop();
+  await node.stop({ restarting });
   client.close();
   return 0;
 };

@@ -126,6 +126,9 @@ export interface Speaker {
   status(): SpeakerStatus;
   /** Reconfigure AS / router id / cluster / listen: sessions reset only where required. */
   reconfigure(config: SpeakerConfig): Promise<void>;
-  /** Cease/2 with the text to every peer; close the listener. */
-  stop(shutdownText?: string): Promise<void>;
+  /**
+   * Cease/2 with the text to every peer; close the listener. `restarting`: peers that negotiated
+   * graceful restart get no NOTIFICATION (the connection just closes), so they keep our routes.
+   */
+  stop(shutdownText?: string, opts?: { readonly restarting?: boolean }): Promise<void>;
 }

@@ -185,27 +185,30 @@ describe('BGP on routecat nodes, with BIRD and a route reflector', { skip, timeo
     assert.deepEqual(Object.fromEntries(Object.entries(sinceOf(await bgpStatus('a'))).filter(([id]) => id !== '10.201.0.254')), was);
   });
 
-  test('graceful restart: SIGKILL and restart node a while b pings a\'s workload: no packet lost', async () => {
-    const ping = lab.lab.spawn(lab.workloads.get('wb')!.ns, 'ping', ['-i', '0.2', '-c', '60', '-W', '1', WA]);
-    await new Promise((r) => setTimeout(r, 1_000));
-    await lab.stopAgent('a', { signal: 'SIGKILL' });
-    const kept = await routes193('a');
-    assert.ok(kept.includes(`${WB} via ${B.ip}`), `a's learned routes stay in the kernel: ${kept}`);
-    lab.startAgent('a', agentArgs(A), { bgp: true });
-    const s = await waitFor('a restarted with graceful restart', async () => {
-      const st = await bgpStatus('a');
-      return st.speaker ? st : undefined;
-    }, 20_000, logs);
-    assert.equal(s.restarting, true, 'restart detected from the routes in the kernel');
-    await waitFor('b Established with a again', () => established('b', [A.ip]), 30_000, logs);
-    await waitFor('a swept and synced', async () => (await bgpStatus('a')).fibSynced, 35_000, logs);
-    await ping.waitFor(/packet loss/, 30_000);
-    const m = /(\d+) packets transmitted, (\d+) received/.exec(ping.output());
-    assert.ok(m, ping.output());
-    assert.equal(m[2], m[1], `no loss during the restart: ${ping.output().split('\n').slice(-4).join(' ')}`);
-    assert.ok((await routes193('a')).includes(`${WB} via ${B.ip}`), 'the route is confirmed, not swept');
-    assert.ok(await pingFrom('wa', WC), 'and the BIRD host is reachable again');
-  });
+  // SIGKILL is a crash; SIGTERM is what systemd or an upgrade sends, and must not withdraw routes either.
+  for (const signal of ['SIGKILL', 'SIGTERM'] as const) {
+    test(`graceful restart: ${signal} and restart node a while b pings a's workload: no packet lost`, async () => {
+      const ping = lab.lab.spawn(lab.workloads.get('wb')!.ns, 'ping', ['-i', '0.2', '-c', '60', '-W', '1', WA]);
+      await new Promise((r) => setTimeout(r, 1_000));
+      await lab.stopAgent('a', { signal });
+      const kept = await routes193('a');
+      assert.ok(kept.includes(`${WB} via ${B.ip}`), `a's learned routes stay in the kernel: ${kept}`);
+      lab.startAgent('a', agentArgs(A), { bgp: true });
+      const s = await waitFor('a restarted with graceful restart', async () => {
+        const st = await bgpStatus('a');
+        return st.speaker ? st : undefined;
+      }, 20_000, logs);
+      assert.equal(s.restarting, true, 'restart detected from the routes in the kernel');
+      await waitFor('b Established with a again', () => established('b', [A.ip]), 30_000, logs);
+      await waitFor('a swept and synced', async () => (await bgpStatus('a')).fibSynced, 35_000, logs);
+      await ping.waitFor(/packet loss/, 30_000);
+      const m = /(\d+) packets transmitted, (\d+) received/.exec(ping.output());
+      assert.ok(m, ping.output());
+      assert.equal(m[2], m[1], `no loss during the restart: ${ping.output()}\n${logs(6000)}`);
+      assert.ok((await routes193('a')).includes(`${WB} via ${B.ip}`), 'the route is confirmed, not swept');
+      assert.ok(await pingFrom('wa', WC), 'and the BIRD host is reachable again');
+    });
+  }
 
   test('route reflector: mesh off, both nodes clients of `routecat reflector`; routes propagate through it', async () => {
     const rrNs = await lab.lab.addNs('rr');
@@ -242,8 +245,8 @@ describe('BGP on routecat nodes, with BIRD and a route reflector', { skip, timeo
     assert.match(out, /route reflector client \| Established/);
   });
 
-  test('clean stop: SIGTERM on node b closes its sessions at once (Cease), its kernel routes stay', async () => {
-    await lab.stopAgent('b');
+  test('clean stop: SIGINT on node b closes its sessions at once (Cease), its kernel routes stay', async () => {
+    await lab.stopAgent('b', { signal: 'SIGINT' });
     const rrRun = join(lab.tmpDir, 'rr');
     const p = await waitFor('the reflector sees b go', async () => {
       const st = await peer('rr', B.ip, rrRun);

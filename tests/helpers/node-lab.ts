@@ -200,7 +200,7 @@ export class NodeLab {
   }
 
   /** Stops the agent: SIGTERM (SIGKILL after 10 s), or at once with `signal: 'SIGKILL'` (a crash). */
-  async stopAgent(hostName: string, opts: { readonly signal?: 'SIGTERM' | 'SIGKILL' } = {}): Promise<void> {
+  async stopAgent(hostName: string, opts: { readonly signal?: 'SIGTERM' | 'SIGINT' | 'SIGKILL' } = {}): Promise<void> {
     const h = this.hosts.get(hostName)!;
     const a = h.agent;
     h.agent = undefined;

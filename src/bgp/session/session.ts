@@ -278,15 +278,25 @@ export class BgpSession extends EventEmitter<BgpSessionEvents> {
   /**
    * Stop: Cease/Administrative Shutdown (RFC 9003 text when given) on every connection that has
    * one; no reconnection until start(). Resolves when the sockets are closed (at most ~2 s).
+   * With `restarting`, an Established session on which both sides negotiated graceful restart is
+   * closed without a NOTIFICATION instead: the peer keeps our routes (as stale) until we are back
+   * or the restart time runs out (RFC 4724), as for a crash.
    */
-  async stop(shutdownText?: string): Promise<void> {
+  async stop(shutdownText?: string, opts: { readonly restarting?: boolean } = {}): Promise<void> {
     this.#stopped = true;
     this.#stopText = shutdownText;
     if (this.#restartTimer) this.#clock.clearTimer(this.#restartTimer);
     this.#restartTimer = undefined;
     const sockets: Socket[] = [];
+    const gr = this.negotiated?.gracefulRestart;
+    const keepRoutes = Boolean(opts.restarting && gr?.local && gr.families.length > 0);
     for (const c of [...this.#conns]) {
       if (c.socket) sockets.push(c.socket);
+      if (keepRoutes && c.state === 'Established' && c.socket) {
+        this.#log.info('stopping for a restart: closing without NOTIFICATION so the peer keeps our routes');
+        c.socket.destroy();
+        continue;
+      }
       const error: NotificationSpec = {
         code: ErrorCode.Cease,
         subcode: CeaseSubcode.AdministrativeShutdown,

@@ -265,7 +265,7 @@ export class BgpSpeaker implements Speaker {
     this.#scheduleFlush();
   }
 
-  async stop(shutdownText?: string): Promise<void> {
+  async stop(shutdownText?: string, opts: { readonly restarting?: boolean } = {}): Promise<void> {
     this.#stopped = true;
     this.#started = false;
     if (this.#flushHandle) clearImmediate(this.#flushHandle);
@@ -275,7 +275,7 @@ export class BgpSpeaker implements Speaker {
       p.removed = true;
       this.#clearGr(p);
       p.up = false;
-      stops.push(p.session.stop(shutdownText).catch((err: unknown) => p.log.warn(`stop: ${errText(err)}`)));
+      stops.push(p.session.stop(shutdownText, opts).catch((err: unknown) => p.log.warn(`stop: ${errText(err)}`)));
     }
     await Promise.all([...stops, ...this.#stopping]);
   }
