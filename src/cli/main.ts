@@ -46,6 +46,17 @@ export function topLevelHelp(): string {
   return lines.join('\n');
 }
 
+const CNI_HELP = `routecat cni: the CNI plugin (CNI 0.3.1 to 1.1.0) with block IPAM.
+
+A container runtime runs it, not a person: install the binary as /opt/cni/bin/routecat (and
+link it as /opt/cni/bin/routecat-ipam); the runtime sets CNI_COMMAND (ADD, DEL, CHECK, STATUS,
+VERSION), CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and CNI_PATH, and passes the network
+configuration as JSON on stdin. Settings come from that JSON, not from flags:
+  etcd_endpoints, etcd_ca_cert_file, etcd_cert_file, etcd_key_file, nodename, mtu,
+  policy_setup_timeout_seconds, log_level, ipam { type: routecat-ipam, assign_ipv4, assign_ipv6,
+  ipv4_pools, ipv6_pools }.
+See docs/reference.md and docs/architecture.md (a new workload).`;
+
 async function loadRunner(role: RoleCommand): Promise<RoleRunner | undefined> {
   switch (role) {
     case 'version':
@@ -65,7 +76,13 @@ async function loadRunner(role: RoleCommand): Promise<RoleRunner | undefined> {
       return (await import('../proxy/role.ts')).runProxyRole;
     case 'cni': {
       const { runCni } = await import('../cni/plugin.ts');
-      return async (_args, env, io) => runCni(env, await io.readStdin(), io.out);
+      return async (args, env, io) => {
+        if (args.includes('--help') || args.includes('-h')) {
+          io.out(CNI_HELP);
+          return 0;
+        }
+        return runCni(env, await io.readStdin(), io.out);
+      };
     }
     case 'ipam': {
       const { runIpamPlugin } = await import('../cni/ipam-plugin.ts');
