@@ -46,7 +46,7 @@ export function topLevelHelp(): string {
   return lines.join('\n');
 }
 
-const CNI_HELP = `routecat cni: the CNI plugin (CNI 0.3.1 to 1.1.0) with block IPAM.
+const CNI_HELP = `routecat cni: the CNI plugin (CNI 0.3.0 to 1.1.0) with block IPAM.
 
 A container runtime runs it, not a person: install the binary as /opt/cni/bin/routecat (and
 link it as /opt/cni/bin/routecat-ipam); the runtime sets CNI_COMMAND (ADD, DEL, CHECK, STATUS,
