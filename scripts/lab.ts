@@ -255,7 +255,7 @@ async function cniAdd(w: (typeof WORKLOADS)[number]): Promise<WorkloadRecord> {
   const iface = result.interfaces?.find((i) => !i.sandbox)?.name ?? '?';
   if (!ip) throw new LabError(`CNI ADD of ${w.name} returned no IP address: ${r.stdout.trim()}\nsee ${log}`);
   if (/not reported up/.test(r.stderr)) say(`  note: ${w.name}: the agent did not report the endpoint within the CNI timeout (see ${log})`);
-  say(`  ${host.name}: ${w.name.padEnd(9)} ${ip.padEnd(12)} host side ${iface}  (tenant ${w.tenant}, role ${w.role}; ADD took ${(r.ms / 1000).toFixed(1)} s)`);
+  say(`  ${host.name}: ${w.name.padEnd(9)} ${ip.padEnd(14)} host side ${iface}  (tenant ${w.tenant}, role ${w.role}; ADD took ${(r.ms / 1000).toFixed(1)} s)`);
   return { ...w, ip, iface };
 }
 
@@ -331,11 +331,11 @@ async function waitForBgp(mode: LabState['mode']): Promise<void> {
 // ------------------------------------------------------------------------------------------------
 
 async function showRoutes(): Promise<void> {
-  section('each host\'s routing table (ip -N route): its workloads on cali* veths (proto 192, the agent\'s; its own block blackholed), the other hosts\' blocks learned by BGP via their fabric address (proto 193)');
+  section('each host\'s routing table (ip route): its workloads on cali* veths (proto 192, the agent\'s, which iproute2 names "eigrp"), its own block blackholed and the other hosts\' blocks via their fabric address (proto 193, learned by BGP)');
   let tunnels = 0;
   for (const h of HOSTS) {
     console.log(`-- ${h.name} (${h.ip})`);
-    console.log(indent(await mustInNs(h.ns, 'ip', ['-N', 'route'])));
+    console.log(indent(await mustInNs(h.ns, 'ip', ['route'])));
     const links = await mustInNs(h.ns, 'ip', ['-d', '-o', 'link', 'show']);
     tunnels += links.split('\n').filter((l) => /\b(ipip|vxlan|wireguard|gre|sit|ip6tnl)\b/.test(l)).length;
   }
@@ -444,7 +444,7 @@ async function status(json: boolean): Promise<number> {
   console.log('processes:');
   for (const p of procs) console.log(`  ${p.name.padEnd(18)} ${p.ns.padEnd(24)} pid ${String(p.pid).padEnd(8)} ${p.running ? 'running' : 'NOT RUNNING'}  ${p.log}`);
   console.log('workloads:');
-  for (const w of s.workloads) console.log(`  ${w.name.padEnd(10)} ${w.host}  ${w.ip.padEnd(12)} ${w.iface}  tenant ${w.tenant}, role ${w.role}  (${w.ns})`);
+  for (const w of s.workloads) console.log(`  ${w.name.padEnd(10)} ${w.host}  ${w.ip.padEnd(14)} ${w.iface}  tenant ${w.tenant}, role ${w.role}  (${w.ns})`);
   const h1 = HOSTS[0]!;
   if (namespaces.includes(h1.ns) && existsSync(BIN)) {
     section(`routecat status on ${h1.name}`);
@@ -477,6 +477,14 @@ async function main(argv: readonly string[]): Promise<number> {
     console.error(USAGE);
     return 2;
   }
+  if (cmd === 'up') {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+      process.once(sig, () => {
+        console.error(`\nlab: interrupted after ${secs().trim()} s; what was started is recorded in ${STATE_DIR}: bash scripts/lab down removes it`);
+        process.exit(130);
+      });
+    }
+  }
   try {
     if (cmd === 'up') await up(rest.includes('--reflector') ? 'reflector' : 'mesh');
     else if (cmd === 'status') return await status(rest.includes('--json'));
@@ -487,7 +495,9 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     return 0;
   } catch (err) {
-    console.error(`\nlab: FAILED after ${secs().trim()} s: ${err instanceof LabError ? err.message : err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    // Our own failures say what did not happen and where the log is; a stack helps only for bugs.
+    const text = err instanceof Error ? (err instanceof LabError || !process.env.ROUTECAT_LAB_DEBUG ? err.message : (err.stack ?? err.message)) : String(err);
+    console.error(`\nlab: FAILED after ${secs().trim()} s: ${text}`);
     if (cmd === 'up') console.error(`the half-built lab is left for inspection (logs in ${LOG_DIR}); bash scripts/lab down removes it, bash scripts/lab up starts over`);
     return 1;
   }
