@@ -313,7 +313,7 @@ export async function startProxy(opts: ProxyOptions): Promise<RunningProxy> {
     };
   };
 
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
+  const server = new grpc.Server({ 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1, 'grpc.enable_channelz': 0 });
   for (const service of PROXIED_SERVICES) {
     const impl: grpc.UntypedServiceImplementation = {};
     for (const m of ETCD_METHODS.values()) if (m.service === service) impl[m.name] = handlerFor(m);

@@ -84,7 +84,7 @@ export class Upstream {
     const index = this.current;
     let client = this.clients[index];
     if (!client) {
-      client = new grpc.Client(this.targets[index]!, this.creds, { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1 });
+      client = new grpc.Client(this.targets[index]!, this.creds, { 'grpc.max_receive_message_length': -1, 'grpc.max_send_message_length': -1, 'grpc.enable_channelz': 0 });
       this.clients[index] = client;
     }
     return { client, member: { index, target: this.targets[index]! } };

@@ -66,6 +66,31 @@ export interface WatchSessionOptions {
   readonly maxBacklogBytes: number;
 }
 
+/** Per cache batch, the encoded response for each watcher shape (null: nothing for that shape). */
+const encodings = new WeakMap<readonly CacheEvent[], Map<string, Buffer | null>>();
+
+function sharedEncodings(batch: readonly CacheEvent[]): Map<string, Buffer | null> {
+  let m = encodings.get(batch);
+  if (!m) {
+    m = new Map();
+    encodings.set(batch, m);
+  }
+  return m;
+}
+
+/** WatchResponse field 2 (watch_id, int64) on its own, as protobuf bytes. */
+function watchIdField(id: string): Buffer {
+  const bytes = [0x10];
+  let v = BigInt.asUintN(64, BigInt(id));
+  do {
+    let b = Number(v & 0x7fn);
+    v >>= 7n;
+    if (v > 0n) b |= 0x80;
+    bytes.push(b);
+  } while (v > 0n);
+  return Buffer.from(bytes);
+}
+
 interface Watcher {
   readonly local: boolean;
   stop(): void;
@@ -95,8 +120,11 @@ export class WatchSession {
   }
 
   private send(r: WatchResponse): void {
+    if (!this.closed) this.sendBytes(WATCH.encodeResponse(r));
+  }
+
+  private sendBytes(buf: Buffer): void {
     if (this.closed) return;
-    const buf = WATCH.encodeResponse(r);
     this.opts.counters.bytesToClients += buf.length;
     if (this.call.write(buf)) return;
     this.backlog += buf.length;
@@ -186,9 +214,20 @@ export class WatchSession {
       }
     }
     if (this.closed) return;
+    // Watchers with the same range and options get the same events: encode them once per batch
+    // and give each watcher its own watch_id in front (protobuf merges concatenated messages).
+    const baseShape = `${key}\0${rangeEnd}\0${cr.prev_kv}\0${noPut}\0${noDelete}`;
+    const idField = watchIdField(id);
     const unsubscribe = feed.cache.subscribe((batch) => {
-      const events = pick(batch);
-      if (events.length > 0) this.send({ header: this.headerFor(feed), watch_id: id, events });
+      // The start revision only matters for a batch that begins before it.
+      const shape = batch.length > 0 && batch[0]!.revision < from ? `${baseShape}\0${from}` : baseShape;
+      let encoded = sharedEncodings(batch).get(shape);
+      if (encoded === undefined) {
+        const events = pick(batch);
+        encoded = events.length > 0 ? WATCH.encodeResponse({ header: this.headerFor(feed), events }) : null;
+        sharedEncodings(batch).set(shape, encoded);
+      }
+      if (encoded) this.sendBytes(Buffer.concat([idField, encoded]));
     });
     this.watchers.set(id, { local: true, stop: unsubscribe });
   }
