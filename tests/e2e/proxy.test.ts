@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
 import { startEtcd, freePort, type EtcdServer } from '../helpers/etcd.ts';
-import { waitUntil } from '../helpers/wait.ts';
+import { waitFor, waitUntil } from '../helpers/wait.ts';
 import { startProxy, type RunningProxy } from '../../src/proxy/server.ts';
 import { Upstream } from '../../src/proxy/upstream.ts';
 import * as grpc from '@grpc/grpc-js';
@@ -321,6 +321,30 @@ test('proxy: TLS listener with client certificates', async (t) => {
   assert.equal(await etcdctlAt(https, [...withCert, 'get', '--consistency=s', '/calico/pre/a', '--print-value-only']), 'one\n');
   await assert.rejects(etcdctlAt(https, ['--cacert', join(pki, 'ca.crt'), '--dial-timeout', '2s', '--command-timeout', '3s', 'get', '/calico/pre/a']), 'no client certificate: refused');
   await assert.rejects(etcdctlAt(`127.0.0.1:${port}`, ['--dial-timeout', '2s', '--command-timeout', '3s', 'get', '/calico/pre/a']), 'plaintext: refused');
+
+  // Upstream TLS: an etcd that speaks only TLS and wants a client certificate.
+  const client = freePort();
+  const peerPort = await freePort();
+  const etcdUrl = `https://127.0.0.1:${await client}`;
+  const tlsEtcd = spawn('etcd', [
+    '--name', 'tls', '--data-dir', join(pki, 'etcd-data'),
+    '--listen-client-urls', etcdUrl, '--advertise-client-urls', etcdUrl,
+    '--listen-peer-urls', `http://127.0.0.1:${peerPort}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peerPort}`,
+    '--initial-cluster', `tls=http://127.0.0.1:${peerPort}`,
+    '--cert-file', join(pki, 'server.crt'), '--key-file', join(pki, 'server.key'),
+    '--client-cert-auth', '--trusted-ca-file', join(pki, 'ca.crt'), '--log-level', 'error',
+  ], { stdio: 'ignore' });
+  children.add(tlsEtcd);
+  t.after(() => tlsEtcd.kill('SIGKILL'));
+  await waitFor('the TLS etcd answering', () => etcdctlAt(etcdUrl, [...withCert, 'put', '/calico/tls/k', 'v']).then(() => true, () => false), 20_000);
+  const tlsUpstream = new Upstream({ endpoints: [etcdUrl], caFile: join(pki, 'ca.crt'), certFile: join(pki, 'client.crt'), keyFile: join(pki, 'client.key') });
+  t.after(() => tlsUpstream.close());
+  const port2 = await freePort();
+  const overTls = await startProxy({ listen: `127.0.0.1:${port2}`, cachePrefixes: ['/calico/'], upstream: tlsUpstream });
+  t.after(() => overTls.stop());
+  await overTls.synced();
+  assert.equal((await etcdctlAt(`127.0.0.1:${port2}`, ['put', '/calico/tls/k2', 'v2'])).trim(), 'OK', 'a write forwarded over TLS');
+  assert.equal(await etcdctlAt(`127.0.0.1:${port2}`, ['get', '--consistency=s', '--prefix', '/calico/tls/']), '/calico/tls/k\nv\n/calico/tls/k2\nv2\n', 'the cache fed over TLS');
 });
 
 test('proxy: the cache resumes its watch after etcd restarts and keeps answering', async () => {
@@ -363,9 +387,11 @@ test('proxy: `routecat proxy --listen ... --etcd-endpoints ...` serves etcdctl a
     await new Promise((r) => setTimeout(r, 200));
   }
   assert.equal(got, 'one\n', logs);
-  const ready = await fetch(`http://127.0.0.1:${healthPort}/readiness`);
-  assert.equal(ready.status, 200);
-  const readiness = (await ready.json()) as { ready: boolean; caches: Array<{ prefix: string; status: string }> };
+  // Ready once the cache has listed /calico/ (the get above may have been forwarded before that).
+  const readiness = await waitFor('the proxy ready', async () => {
+    const res = await fetch(`http://127.0.0.1:${healthPort}/readiness`);
+    return res.status === 200 ? ((await res.json()) as { ready: boolean; caches: Array<{ prefix: string; status: string }> }) : undefined;
+  }, 10_000, () => logs);
   assert.deepEqual(readiness.caches.map((c) => [c.prefix, c.status]), [['/calico/', 'InSync']]);
   const metrics = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
   const keys = Number(JSON.parse(await direct('get', '--prefix', '/calico/', '--keys-only', '-w', 'json')).count ?? 0);

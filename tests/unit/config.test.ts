@@ -4,7 +4,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { resolveConfig, datastoreLayer, formatConfig, parseDuration } from '../../src/config/resolve.ts';
-import { PARAMS, paramsFor } from '../../src/config/params.ts';
+import { PARAMS, ROLES, paramsFor } from '../../src/config/params.ts';
 import { loadConfig } from '../../src/cli/options.ts';
 
 test('config: each source in precedence order flag > env > file > datastore > default', () => {
@@ -63,12 +63,18 @@ test('config: a parameter is only taken by its roles', () => {
 test('config: declarations are unique and well formed', () => {
   const seen = new Set<string>();
   for (const p of PARAMS) {
-    for (const k of [`name:${p.name}`, `flag:${p.flag}`, `env:${p.env}`]) {
+    for (const k of [`name:${p.name}`, `env:${p.env}`]) {
       if (k === 'env:undefined') continue;
       assert.ok(!seen.has(k), `duplicate ${k}`);
       seen.add(k);
     }
     assert.match(p.flag, /^[a-z][a-z0-9-]*$/, `flag ${p.flag} is kebab case`);
+  }
+  // A flag may mean different parameters in roles that never share it (--health-port: 9099 for
+  // node and reflector, 9097 for the proxy on the same host), but never two in one role.
+  for (const role of ROLES) {
+    const flags = paramsFor(role).map((p) => p.flag);
+    assert.equal(new Set(flags).size, flags.length, `duplicate flag in role ${role}: ${flags.filter((f, i) => flags.indexOf(f) !== i).join(', ')}`);
   }
 });
 
