@@ -246,9 +246,11 @@ export class Calculator {
 
     // 2. Compile policies and profiles (only when they changed).
     const tierOrder = new Map<string, number>([['default', DEFAULT_TIER_ORDER]]);
+    const passingTiers = new Set<string>();
     for (const t of (this.#byKind.get('tiers') ?? new Map<string, Resource>()).values()) {
-      const order = (t.spec as { order?: number } | undefined)?.order;
-      tierOrder.set(t.metadata.name, order ?? Number.POSITIVE_INFINITY);
+      const spec = t.spec as { order?: number; defaultAction?: string } | undefined;
+      tierOrder.set(t.metadata.name, spec?.order ?? Number.POSITIVE_INFINITY);
+      if (spec?.defaultAction === 'Pass') passingTiers.add(t.metadata.name);
     }
     if (this.#policiesDirty) {
       // Recompile only what changed: an unchanged policy keeps its CompiledPolicy object, which
@@ -284,7 +286,7 @@ export class Calculator {
     for (const ep of this.#endpoints.values()) {
       if (ep.node !== this.#hostname) continue;
       if (!recomputeAll && !this.#dirtyEndpoints.has(ep.key) && this.#localCache.has(ep.key)) continue;
-      const local = localEndpoint(ep, profileByName, sortedPolicies, (reason) => problems.set(ep.key, reason));
+      const local = localEndpoint(ep, profileByName, sortedPolicies, passingTiers, (reason) => problems.set(ep.key, reason));
       // An endpoint whose result did not change keeps its object (the dataplane's caches key on it).
       const old = this.#localCache.get(ep.key);
       if (local) this.#localCache.set(ep.key, old && sameData(old, local) ? old : local);
@@ -633,7 +635,13 @@ export function sameData(a: unknown, b: unknown): boolean {
   return true;
 }
 
-function localEndpoint(ep: EndpointRec, profileByName: Map<string, Resource>, sortedPolicies: readonly PolicyRec[], problem: (why: string) => void): LocalEndpoint | undefined {
+function localEndpoint(
+  ep: EndpointRec,
+  profileByName: Map<string, Resource>,
+  sortedPolicies: readonly PolicyRec[],
+  passingTiers: ReadonlySet<string>,
+  problem: (why: string) => void,
+): LocalEndpoint | undefined {
   const r = ep.resource;
   const spec = (r.spec ?? {}) as { interfaceName?: string; mac?: string; profiles?: string[]; allowSpoofedSourcePrefixes?: string[] };
   const labels = effectiveLabels(r, ep.type, profileByName);
@@ -658,7 +666,7 @@ function localEndpoint(ep: EndpointRec, profileByName: Map<string, Resource>, so
       if (!p.types.has(dir) || !applies(p)) continue;
       const last = out[out.length - 1];
       if (last && last.tier === p.tier) (last.policies as string[]).push(p.id);
-      else out.push({ tier: p.tier, policies: [p.id] });
+      else out.push(passingTiers.has(p.tier) ? { tier: p.tier, policies: [p.id], passAtEnd: true } : { tier: p.tier, policies: [p.id] });
     }
     return out;
   };

@@ -79,6 +79,8 @@ export interface TierRef {
   readonly tier: string;
   /** CompiledPolicy ids, already ordered by (order, name). */
   readonly policies: readonly string[];
+  /** The tier's defaultAction is Pass: a packet no policy decided goes on to the next tier. */
+  readonly passAtEnd?: true;
 }
 
 export interface EndpointPolicies {

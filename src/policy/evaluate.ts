@@ -101,6 +101,10 @@ export function evaluateEndpoint(model: DataplaneModel, endpointId: string, dir:
     }
     if (decided === 'allow' || decided === 'deny') return { verdict: decided, steps };
     if (decided === 'pass') continue;
+    if (t.passAtEnd) {
+      steps.push({ tier: t.tier, action: 'end-of-tier', reason: `no policy in tier '${t.tier}' decided: the tier's defaultAction Pass sends the packet on` });
+      continue;
+    }
     steps.push({ tier: t.tier, action: 'end-of-tier', reason: `no policy in tier '${t.tier}' allowed or passed the packet: denied at the end of the tier` });
     return { verdict: 'deny', steps };
   }

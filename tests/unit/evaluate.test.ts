@@ -9,6 +9,7 @@ import { Calculator } from '../../src/agent/calculation.ts';
 import type { CompiledPolicy, CompiledRule, DataplaneModel, EndpointPolicies, IpSet, PacketSpec, RuleMatch, TierRef } from '../../src/agent/model.ts';
 import { evaluateEndpoint } from '../../src/policy/evaluate.ts';
 import { RoutecatError } from '../../src/errors.ts';
+import { compileAclModel, MARK_PASS } from '../../src/agent/dataplane/acl.ts';
 
 const rule = (action: CompiledRule['action'], match: RuleMatch = {}, index = 0, never?: boolean): CompiledRule => (never ? { action, match, index, never } : { action, match, index });
 const pol = (id: string, ingress: CompiledRule[], egress: CompiledRule[] = []): CompiledPolicy => ({
@@ -188,4 +189,32 @@ test('through the calculation: default deny once a policy applies, profiles othe
   assert.equal(ev(80).verdict, 'deny', 'the earlier tier denies');
   assert.equal(ev(22).verdict, 'deny', 'passed, then the default tier ends');
   assert.deepEqual(ev(22).steps.map((s) => s.action), ['pass', 'next', 'end-of-tier']);
+});
+
+test('a tier with defaultAction Pass sends what none of its policies decided on, in the evaluator and in the compiled ACLs', () => {
+  const P = '/calico/resources/v3/projectcalico.org/';
+  const put = (c: Calculator, plural: string, kind: string, name: string, spec: object, meta: object = {}, ns?: string) =>
+    c.onUpdate({
+      key: `${P}${plural}/${ns === undefined ? '' : `${ns}/`}${name}`,
+      value: JSON.stringify({ apiVersion: 'projectcalico.org/v3', kind, metadata: { name, ...(ns ? { namespace: ns } : {}), ...meta }, spec }),
+    });
+  const c = new Calculator({ hostname: 'h1' });
+  put(c, 'workloadendpoints', 'WorkloadEndpoint', 'web', { node: 'h1', interfaceName: 'caliweb', ipNetworks: ['10.0.0.1'], profiles: ['open'] }, { labels: { app: 'web' } }, 'ns');
+  put(c, 'profiles', 'Profile', 'open', { ingress: [{ action: 'Allow' }], egress: [{ action: 'Allow' }] });
+  put(c, 'tiers', 'Tier', 'sec', { order: 10, defaultAction: 'Pass' });
+  put(c, 'globalnetworkpolicies', 'GlobalNetworkPolicy', 'sec.no-telnet', { tier: 'sec', selector: 'all()', ingress: [{ action: 'Deny', protocol: 'TCP', destination: { ports: [23] } }] });
+  const ev = (port: number) => evaluateEndpoint(c.model(), 'wep/ns/web', 'ingress', pkt({ src: '10.0.0.2', dstPort: port }));
+  assert.deepEqual(c.model().endpoints.get('wep/ns/web')!.ingress.tiers, [{ tier: 'sec', policies: ['gnp/sec.no-telnet'], passAtEnd: true }]);
+  assert.equal(ev(23).verdict, 'deny', 'the tier\'s policy still decides what it matches');
+  assert.equal(ev(80).verdict, 'allow', 'undecided: passed on to the profile');
+  assert.deepEqual(ev(80).steps.map((s) => s.action), ['next', 'end-of-tier', 'allow']);
+  const endOfTierDrops = () =>
+    compileAclModel(c.model(), { ifacePrefix: 'cali', endpointToHostAction: 'Drop', ipv6: false })
+      .chains.filter((ch) => ch.name === 'rc-tw-caliweb')
+      .flatMap((ch) => ch.rules)
+      .filter((r) => r.match.markNone === MARK_PASS && r.action.kind === 'drop').length;
+  assert.equal(endOfTierDrops(), 0, 'no drop at the end of a Pass tier in the kernel rules');
+  put(c, 'tiers', 'Tier', 'sec', { order: 10, defaultAction: 'Deny' });
+  assert.equal(ev(80).verdict, 'deny', 'with Deny the tier ends the packet');
+  assert.equal(endOfTierDrops(), 1, 'and the kernel rules drop at the end of the tier');
 });

@@ -710,8 +710,9 @@ class Compiler {
 
   /**
    * Tiers then profiles. Per tier: clear PASS, jump to each policy while PASS is clear, leave
-   * (`onAllow`) as soon as ACCEPT is set; end of tier without PASS drops. Profiles: jump, leave on
-   * ACCEPT. Anything that falls off the end is dropped.
+   * (`onAllow`) as soon as ACCEPT is set; end of tier without PASS drops, unless the tier's
+   * defaultAction is Pass. Profiles: jump, leave on ACCEPT. Anything that falls off the end is
+   * dropped.
    */
   policyRules(pols: EndpointPolicies, dir: Direction, onAllow: 'return' | 'accept'): AclRule[] {
     const allowed: AclRule = { match: { markAll: MARK_ACCEPT }, action: onAllow === 'return' ? RETURN : ACCEPT };
@@ -724,7 +725,7 @@ class Compiler {
         out.push({ match: { markNone: MARK_PASS }, action: { kind: 'jump', chain } });
         out.push(allowed);
       }
-      out.push({ match: { markNone: MARK_PASS }, action: DROP });
+      if (!tier.passAtEnd) out.push({ match: { markNone: MARK_PASS }, action: DROP });
     }
     for (const id of pols.profiles) {
       const chain = this.policyChain(id, dir);
