@@ -94,6 +94,8 @@ interface PolicyRec {
   readonly order: number;
   readonly selector: Selector;
   readonly namespaceSelector?: Selector;
+  /** Only workloads whose service account this selects (Calico's policy-level serviceAccountSelector). */
+  readonly serviceAccountSelector?: Selector;
   readonly types: ReadonlySet<Direction>;
   readonly ingress: readonly Rule[];
   readonly egress: readonly Rule[];
@@ -394,7 +396,16 @@ function keyOfCompiled(id: string, policies: Map<string, PolicyRec>, profiles: M
 }
 
 function policyRec(key: string, r: Resource): PolicyRec {
-  const spec = (r.spec ?? {}) as { tier?: string; order?: number; selector?: string; namespaceSelector?: string; types?: string[]; ingress?: Rule[]; egress?: Rule[] };
+  const spec = (r.spec ?? {}) as {
+    tier?: string;
+    order?: number;
+    selector?: string;
+    namespaceSelector?: string;
+    serviceAccountSelector?: string;
+    types?: string[];
+    ingress?: Rule[];
+    egress?: Rule[];
+  };
   const kind = r.kind as 'GlobalNetworkPolicy' | 'NetworkPolicy';
   const namespace = kind === 'NetworkPolicy' ? (r.metadata.namespace ?? 'default') : undefined;
   const types = new Set<Direction>();
@@ -409,10 +420,24 @@ function policyRec(key: string, r: Resource): PolicyRec {
     order: spec.order ?? Number.POSITIVE_INFINITY,
     selector: parseSelector(spec.selector ?? ''),
     namespaceSelector: spec.namespaceSelector ? parseSelector(spec.namespaceSelector) : undefined,
+    serviceAccountSelector: spec.serviceAccountSelector ? parseSelector(spec.serviceAccountSelector) : undefined,
     types,
     ingress: spec.ingress ?? [],
     egress: spec.egress ?? [],
   };
+}
+
+/**
+ * What a serviceAccountSelector sees of a workload's service account: its name as
+ * `projectcalico.org/name`, and the labels of Calico's `ksa.<namespace>.<name>` profile (whose
+ * labelsToApply carry them prefixed `pcsa.`).
+ */
+function serviceAccountLabels(namespace: string, name: string, profileByName: Map<string, Resource>): Record<string, string> {
+  const labels: Record<string, string> = {};
+  const apply = (profileByName.get(`ksa.${namespace}.${name}`)?.spec as { labelsToApply?: Record<string, string> } | undefined)?.labelsToApply ?? {};
+  for (const [k, v] of Object.entries(apply)) if (k.startsWith('pcsa.')) labels[k.slice('pcsa.'.length)] = v;
+  labels[NAMESPACE_NAME_LABEL] = name;
+  return labels;
 }
 
 function effectiveLabels(r: Resource, type: 'workload' | 'host', profileByName: Map<string, Resource>): Record<string, string> {
@@ -652,7 +677,9 @@ function localEndpoint(
     problem('WorkloadEndpoint has no interfaceName; skipped');
     return undefined;
   }
-  const applies = (p: PolicyRec): boolean => {
+  const serviceAccount = ep.type === 'workload' ? (r.spec as { serviceAccountName?: string } | undefined)?.serviceAccountName : undefined;
+  const saLabels = serviceAccount ? serviceAccountLabels(namespace!, serviceAccount, profileByName) : undefined;
+  const selected = (p: PolicyRec): boolean => {
     if (p.kind === 'NetworkPolicy') return ep.type === 'workload' && p.namespace === namespace && p.selector.evaluate(labels, { namespaced: true });
     if (p.namespaceSelector) {
       if (ep.type !== 'workload') return false;
@@ -660,6 +687,8 @@ function localEndpoint(
     }
     return p.selector.evaluate(labels, { namespaced: ep.type === 'workload' });
   };
+  // A serviceAccountSelector narrows the policy to workloads with a service account it selects.
+  const applies = (p: PolicyRec): boolean => selected(p) && (!p.serviceAccountSelector || (saLabels !== undefined && p.serviceAccountSelector.evaluate(saLabels, { namespaced: false })));
   const tiersFor = (dir: Direction): TierRef[] => {
     const out: TierRef[] = [];
     for (const p of sortedPolicies) {

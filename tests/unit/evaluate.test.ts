@@ -167,13 +167,15 @@ test('matching: protocols by name or number, ports and ranges, unspecified ports
   assert.equal(run(never).verdict, 'deny', 'a never rule matches nothing');
 });
 
+const P = '/calico/resources/v3/projectcalico.org/';
+/** Feeds one resource to the calculator as the syncer would. */
+const put = (c: Calculator, plural: string, kind: string, name: string, spec: object, meta: object = {}, ns?: string) =>
+  c.onUpdate({
+    key: `${P}${plural}/${ns === undefined ? '' : `${ns}/`}${name}`,
+    value: JSON.stringify({ apiVersion: 'projectcalico.org/v3', kind, metadata: { name, ...(ns ? { namespace: ns } : {}), ...meta }, spec }),
+  });
+
 test('through the calculation: default deny once a policy applies, profiles otherwise, Pass across tiers', () => {
-  const P = '/calico/resources/v3/projectcalico.org/';
-  const put = (c: Calculator, plural: string, kind: string, name: string, spec: object, meta: object = {}, ns?: string) =>
-    c.onUpdate({
-      key: `${P}${plural}/${ns === undefined ? '' : `${ns}/`}${name}`,
-      value: JSON.stringify({ apiVersion: 'projectcalico.org/v3', kind, metadata: { name, ...(ns ? { namespace: ns } : {}), ...meta }, spec }),
-    });
   const c = new Calculator({ hostname: 'h1' });
   put(c, 'workloadendpoints', 'WorkloadEndpoint', 'web', { node: 'h1', interfaceName: 'caliweb', ipNetworks: ['10.0.0.1'], profiles: ['open'] }, { labels: { app: 'web' } }, 'ns');
   put(c, 'workloadendpoints', 'WorkloadEndpoint', 'cli', { node: 'h2', interfaceName: 'calicli', ipNetworks: ['10.0.0.2'] }, { labels: { app: 'client' } }, 'ns');
@@ -192,12 +194,6 @@ test('through the calculation: default deny once a policy applies, profiles othe
 });
 
 test('a tier with defaultAction Pass sends what none of its policies decided on, in the evaluator and in the compiled ACLs', () => {
-  const P = '/calico/resources/v3/projectcalico.org/';
-  const put = (c: Calculator, plural: string, kind: string, name: string, spec: object, meta: object = {}, ns?: string) =>
-    c.onUpdate({
-      key: `${P}${plural}/${ns === undefined ? '' : `${ns}/`}${name}`,
-      value: JSON.stringify({ apiVersion: 'projectcalico.org/v3', kind, metadata: { name, ...(ns ? { namespace: ns } : {}), ...meta }, spec }),
-    });
   const c = new Calculator({ hostname: 'h1' });
   put(c, 'workloadendpoints', 'WorkloadEndpoint', 'web', { node: 'h1', interfaceName: 'caliweb', ipNetworks: ['10.0.0.1'], profiles: ['open'] }, { labels: { app: 'web' } }, 'ns');
   put(c, 'profiles', 'Profile', 'open', { ingress: [{ action: 'Allow' }], egress: [{ action: 'Allow' }] });
@@ -217,4 +213,20 @@ test('a tier with defaultAction Pass sends what none of its policies decided on,
   put(c, 'tiers', 'Tier', 'sec', { order: 10, defaultAction: 'Deny' });
   assert.equal(ev(80).verdict, 'deny', 'with Deny the tier ends the packet');
   assert.equal(endOfTierDrops(), 1, 'and the kernel rules drop at the end of the tier');
+});
+
+test('a policy with a serviceAccountSelector applies only to workloads whose service account it selects', () => {
+  const c = new Calculator({ hostname: 'h1' });
+  const wep = (name: string, sa?: string) =>
+    put(c, 'workloadendpoints', 'WorkloadEndpoint', name, { node: 'h1', interfaceName: `cali${name}`, ipNetworks: [`10.0.0.${name.length}`], profiles: ['open'], ...(sa ? { serviceAccountName: sa } : {}) }, { labels: { app: 'web' } }, 'shop');
+  wep('a', 'api');
+  wep('bb', 'frontend');
+  wep('ccc');
+  put(c, 'profiles', 'Profile', 'open', { ingress: [{ action: 'Allow' }], egress: [{ action: 'Allow' }] });
+  put(c, 'profiles', 'Profile', 'ksa.shop.api', { labelsToApply: { 'pcsa.team': 'payments' } });
+  put(c, 'globalnetworkpolicies', 'GlobalNetworkPolicy', 'payments-no-80', { selector: "app == 'web'", serviceAccountSelector: "team == 'payments'", ingress: [{ action: 'Deny', protocol: 'TCP', destination: { ports: [80] } }, { action: 'Allow' }] });
+  const verdict = (ep: string) => evaluateEndpoint(c.model(), `wep/shop/${ep}`, 'ingress', pkt({ dst: '10.0.0.1', dstPort: 80 })).verdict;
+  assert.deepEqual(['a', 'bb', 'ccc'].map(verdict), ['deny', 'allow', 'allow'], 'only the payments service account is selected; no account, no match');
+  put(c, 'globalnetworkpolicies', 'GlobalNetworkPolicy', 'payments-no-80', { selector: "app == 'web'", serviceAccountSelector: "projectcalico.org/name == 'frontend'", ingress: [{ action: 'Deny', protocol: 'TCP', destination: { ports: [80] } }, { action: 'Allow' }] });
+  assert.deepEqual(['a', 'bb', 'ccc'].map(verdict), ['allow', 'deny', 'allow'], 'by the account\'s name');
 });
