@@ -23,7 +23,7 @@ import { validateResource } from '../model/validate.ts';
 import { errorMessage } from '../errors.ts';
 import { parseResourceKey } from '../datastore/keys.ts';
 import type { Resource } from '../model/resource.ts';
-import type { EntityRule, Rule } from '../model/types.ts';
+import type { EntityRule, Rule, ServiceAccountMatch } from '../model/types.ts';
 import type {
   CompiledPolicy,
   CompiledRule,
@@ -75,6 +75,8 @@ interface Member {
   readonly namespaced: boolean;
   readonly namespace?: string;
   readonly nets: readonly string[];
+  /** A workload's service account: its name and the labels a serviceAccounts selector sees. */
+  readonly serviceAccount?: { readonly name: string; readonly labels: Record<string, string> };
 }
 
 interface EndpointRec {
@@ -109,6 +111,8 @@ interface SetDef {
   /** Only entities in this namespace (namespaced policy without namespaceSelector). */
   readonly namespace?: string;
   readonly namespaceSelector?: Selector;
+  /** Only workloads whose service account is one of `names` (when given) and matches `selector`. */
+  readonly serviceAccounts?: { readonly names?: ReadonlySet<string>; readonly selector?: Selector };
 }
 
 interface CompiledOut {
@@ -470,12 +474,15 @@ function endpointNets(ep: EndpointRec): string[] {
 }
 
 function memberOfEndpoint(ep: EndpointRec, profileByName: Map<string, Resource>): Member {
+  const namespace = ep.type === 'workload' ? (ep.resource.metadata.namespace ?? 'default') : undefined;
+  const sa = ep.type === 'workload' ? (ep.resource.spec as { serviceAccountName?: string } | undefined)?.serviceAccountName : undefined;
   return {
     key: ep.key,
     labels: effectiveLabels(ep.resource, ep.type, profileByName),
     namespaced: ep.type === 'workload',
-    namespace: ep.type === 'workload' ? (ep.resource.metadata.namespace ?? 'default') : undefined,
+    namespace,
     nets: endpointNets(ep),
+    ...(sa ? { serviceAccount: { name: sa, labels: serviceAccountLabels(namespace!, sa, profileByName) } } : {}),
   };
 }
 
@@ -499,6 +506,12 @@ function setMatches(def: SetDef, m: Member): boolean {
     if (m.namespace === undefined) return false;
     if (!def.namespaceSelector.evaluate({ [NAMESPACE_NAME_LABEL]: m.namespace }, { namespaced: false })) return false;
   }
+  if (def.serviceAccounts) {
+    const sa = m.serviceAccount;
+    if (!sa) return false;
+    if (def.serviceAccounts.names && !def.serviceAccounts.names.has(sa.name)) return false;
+    if (def.serviceAccounts.selector && !def.serviceAccounts.selector.evaluate(sa.labels, { namespaced: false })) return false;
+  }
   return def.selector.evaluate(m.labels, { namespaced: m.namespaced });
 }
 
@@ -521,16 +534,26 @@ function setId(canonical: string): string {
   return `s:${out}`;
 }
 
-function makeSetDef(selectorText: string, policyNamespace: string | undefined, namespaceSelectorText: string | undefined): SetDef {
+function makeSetDef(selectorText: string, policyNamespace: string | undefined, namespaceSelectorText: string | undefined, serviceAccounts?: ServiceAccountMatch): SetDef {
   const selector = parseSelector(selectorText);
   const nsSel = namespaceSelectorText !== undefined && namespaceSelectorText !== '' ? parseSelector(namespaceSelectorText) : undefined;
   // A namespaced policy's selector stays in its namespace unless it says global() or gives a
   // namespaceSelector (Calico's rule).
   const namespace = policyNamespace !== undefined && !nsSel && !selector.usesGlobal ? policyNamespace : undefined;
   const scope = nsSel ? `nsSel:${nsSel.text}` : namespace !== undefined ? `ns:${namespace}` : 'global';
-  const canonical = `${scope}|${selector.text}`;
-  const source = `${selector.text}${nsSel ? ` (namespaces: ${nsSel.text})` : namespace !== undefined ? ` (namespace ${namespace})` : ''}`;
-  return { id: setId(canonical), source, selector, namespace, namespaceSelector: nsSel };
+  const names = serviceAccounts?.names && serviceAccounts.names.length > 0 ? uniqSorted(serviceAccounts.names) : undefined;
+  const saSelector = serviceAccounts?.selector ? parseSelector(serviceAccounts.selector) : undefined;
+  const saText = serviceAccounts ? ` service accounts${names ? ` ${names.join(',')}` : ''}${saSelector ? ` matching ${saSelector.text}` : ''}` : '';
+  const canonical = `${scope}|${selector.text}${serviceAccounts ? `|sa:${names?.join(',') ?? '*'}|${saSelector?.text ?? ''}` : ''}`;
+  const source = `${selector.text}${saText}${nsSel ? ` (namespaces: ${nsSel.text})` : namespace !== undefined ? ` (namespace ${namespace})` : ''}`;
+  return {
+    id: setId(canonical),
+    source,
+    selector,
+    namespace,
+    namespaceSelector: nsSel,
+    ...(serviceAccounts ? { serviceAccounts: { ...(names ? { names: new Set(names) } : {}), ...(saSelector ? { selector: saSelector } : {}) } } : {}),
+  };
 }
 
 const PROTOCOLS: Record<string, ProtocolMatch> = { TCP: 'tcp', UDP: 'udp', ICMP: 'icmp', ICMPV6: 'icmpv6', SCTP: 'sctp', UDPLITE: 'udplite' };
@@ -586,8 +609,9 @@ function compileRules(rules: readonly Rule[], policyNamespace: string | undefine
       if (n) match[`${pfx}Nets`] = n;
       const nn = nets(e.notNets);
       if (nn) match[`not${pfx === 'src' ? 'Src' : 'Dst'}Nets`] = nn;
-      if (e.selector || e.namespaceSelector) {
-        const def = makeSetDef(e.selector ?? 'all()', policyNamespace, e.namespaceSelector);
+      // serviceAccounts narrows the entity's selector: one set of the endpoints both select.
+      if (e.selector || e.namespaceSelector || e.serviceAccounts) {
+        const def = makeSetDef(e.selector ?? 'all()', policyNamespace, e.namespaceSelector, e.serviceAccounts);
         sets.set(def.id, def);
         match[`${pfx}IpSets`] = [def.id];
       }
@@ -600,7 +624,6 @@ function compileRules(rules: readonly Rule[], policyNamespace: string | undefine
       if (ports) match[`${pfx}Ports`] = ports;
       const notPorts = portsOf(e.notPorts, problem);
       if (notPorts) match[`not${pfx === 'src' ? 'Src' : 'Dst'}Ports`] = notPorts;
-      if (e.serviceAccounts) problem('serviceAccounts matches are not supported (no service account data); the rule never matches');
       if (e.services) problem('services matches are not supported; the rule never matches');
     };
     side(rule.source, 'src');

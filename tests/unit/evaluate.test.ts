@@ -230,3 +230,31 @@ test('a policy with a serviceAccountSelector applies only to workloads whose ser
   put(c, 'globalnetworkpolicies', 'GlobalNetworkPolicy', 'payments-no-80', { selector: "app == 'web'", serviceAccountSelector: "projectcalico.org/name == 'frontend'", ingress: [{ action: 'Deny', protocol: 'TCP', destination: { ports: [80] } }, { action: 'Allow' }] });
   assert.deepEqual(['a', 'bb', 'ccc'].map(verdict), ['allow', 'deny', 'allow'], 'by the account\'s name');
 });
+
+test('rules match source and destination service accounts by name and by selector, within the policy\'s namespace', () => {
+  const c = new Calculator({ hostname: 'h1' });
+  const wep = (ns: string, name: string, ip: string, sa?: string) =>
+    put(c, 'workloadendpoints', 'WorkloadEndpoint', name, { node: 'h2', interfaceName: `cali${name}`, ipNetworks: [ip], ...(sa ? { serviceAccountName: sa } : {}) }, { labels: { app: 'client' } }, ns);
+  put(c, 'workloadendpoints', 'WorkloadEndpoint', 'db', { node: 'h1', interfaceName: 'calidb', ipNetworks: ['10.0.1.1'] }, { labels: { app: 'db' } }, 'shop');
+  wep('shop', 'fe', '10.0.2.1', 'frontend');
+  wep('shop', 'api', '10.0.2.2', 'api');
+  wep('shop', 'anon', '10.0.2.3');
+  wep('other', 'fe2', '10.0.2.4', 'frontend');
+  put(c, 'profiles', 'Profile', 'ksa.shop.api', { labelsToApply: { 'pcsa.team': 'payments' } });
+  put(c, 'networkpolicies', 'NetworkPolicy', 'default.db', {
+    selector: "app == 'db'",
+    ingress: [
+      { action: 'Allow', protocol: 'TCP', source: { serviceAccounts: { names: ['frontend'] } }, destination: { ports: [5432] } },
+      { action: 'Allow', protocol: 'TCP', source: { selector: "app == 'client'", serviceAccounts: { selector: "team == 'payments'" } } },
+    ],
+  }, {}, 'shop');
+  const from = (src: string, dstPort = 5432) => evaluateEndpoint(c.model(), 'wep/shop/db', 'ingress', pkt({ src, dst: '10.0.1.1', dstPort })).verdict;
+  assert.equal(from('10.0.2.1'), 'allow', 'the frontend account in the namespace');
+  assert.equal(from('10.0.2.1', 22), 'deny', 'only to 5432');
+  assert.equal(from('10.0.2.2', 22), 'allow', 'the payments-labelled account, any port');
+  assert.equal(from('10.0.2.3'), 'deny', 'no account: no match');
+  assert.equal(from('10.0.2.4'), 'deny', 'a frontend account in another namespace does not match a namespaced policy');
+  assert.deepEqual(c.model().problems, [], 'serviceAccounts rules are no longer reported as unsupported');
+  const sets = [...c.model().ipSets.values()].map((s) => [s.source, s.ipv4]);
+  assert.ok(sets.some(([src, v4]) => /service accounts frontend/.test(String(src)) && JSON.stringify(v4) === '["10.0.2.1/32"]'), JSON.stringify(sets));
+});
