@@ -55,6 +55,11 @@ export interface BgpComputation {
   readonly peers: SpeakerPeerConfig[];
   readonly problems: BgpProblem[];
   readonly prefixCommunities: PrefixCommunities[];
+  /**
+   * Service address ranges every node advertises (BGPConfiguration serviceClusterIPs,
+   * serviceExternalIPs, serviceLoadBalancerIPs), canonical and sorted.
+   */
+  readonly serviceRoutes: string[];
 }
 
 /** BGPConfiguration `default` merged with `node.<name>` (the more specific wins, field by field). */
@@ -151,7 +156,7 @@ export function computeBgp(nodeName: string, resources: BgpResources, opts: BgpO
   };
   const nodes = [...resources.nodes].sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0)).map(info);
   const me = nodes.find((n) => n.name === nodeName);
-  const empty = (reason: string): BgpComputation => ({ config: undefined, reason, peers: [], problems, prefixCommunities: [] });
+  const empty = (reason: string): BgpComputation => ({ config: undefined, reason, peers: [], problems, prefixCommunities: [], serviceRoutes: [] });
   if (!me) return empty(`no Node resource named '${nodeName}'`);
   if (!me.ipv4 && !me.ipv6) return empty(`Node '${nodeName}' has no BGP address (spec.bgp.ipv4Address / ipv6Address)`);
 
@@ -301,7 +306,19 @@ export function computeBgp(nodeName: string, resources: BgpResources, opts: BgpO
     if (!cur || KIND_RANK[c.kind] < KIND_RANK[cur.kind]) chosen.set(c.id, c);
   }
   const out = [...chosen.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  return { config: speakerConfig, peers: out, problems, prefixCommunities };
+  // Service ranges, as Calico advertises them from every node (kube-proxy delivers the traffic).
+  const serviceRoutes = new Set<string>();
+  for (const field of ['serviceClusterIPs', 'serviceExternalIPs', 'serviceLoadBalancerIPs'] as const) {
+    for (const block of mine[field] ?? []) {
+      try {
+        const [addr, len] = ipaddr.parseCIDR(block.cidr);
+        serviceRoutes.add(`${networkOf(addr, len)}/${len}`);
+      } catch (err) {
+        problems.push({ key: 'BGPConfiguration', reason: `${field} ${block.cidr}: ${errorMessage(err)}; not advertised` });
+      }
+    }
+  }
+  return { config: speakerConfig, peers: out, problems, prefixCommunities, serviceRoutes: [...serviceRoutes].sort() };
 }
 
 /** The communities for one locally originated prefix: those of every advertisement containing it. */
@@ -325,4 +342,14 @@ export function communitiesFor(prefix: string, list: readonly PrefixCommunities[
     for (const l of pc.largeCommunities) largeCommunities.push([l[0], l[1], l[2]]);
   }
   return { communities, largeCommunities };
+}
+
+/** The network address of addr/len, as text. */
+function networkOf(addr: ipaddr.IPv4 | ipaddr.IPv6, len: number): string {
+  const bytes = addr.toByteArray();
+  for (let i = 0; i < bytes.length; i++) {
+    const keep = Math.max(0, Math.min(8, len - i * 8));
+    bytes[i]! &= (0xff << (8 - keep)) & 0xff;
+  }
+  return ipaddr.fromByteArray(bytes).toString();
 }

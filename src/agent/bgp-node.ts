@@ -23,6 +23,7 @@ import { errorMessage } from '../errors.ts';
 import { logger, type Logger } from '../log.ts';
 import { computeBgp, type BgpOptions, type BgpProblem } from './bgp-config.ts';
 import { AffinityTable, aggregateRoutes } from './aggregation.ts';
+import { cidrContains, parseCidr, type Cidr } from '../ipam/block-math.ts';
 import type { DataplaneModel } from './model.ts';
 
 /** The agent's workload routes (route-reconciler); present after a restart like our own 193s. */
@@ -152,6 +153,10 @@ export class BgpNode {
   #affinitiesInSync = false;
   /** The last onApplied input (workload routes, exported kernel routes, in sync), for re-aggregation. */
   #lastLocal: { workloads: string[]; extra: string[]; inSync: boolean } | undefined;
+  /** Service ranges from BGPConfiguration, advertised as they are. */
+  #serviceRoutes: string[] = [];
+  /** IPPools with disableBGPExport: workload routes and blocks inside them are not advertised. */
+  #noExport: Cidr[] = [];
   #blackholeKey: string | undefined;
   #exportSeq = 0;
   #localReady = false;
@@ -255,6 +260,7 @@ export class BgpNode {
 
   /** After each agent apply: its local workload routes. */
   onApplied(model: DataplaneModel, inSync: boolean): void {
+    this.#noExport = model.pools.filter((p) => p.disableBGPExport).map((p) => parseCidr(p.cidr));
     const workloads = localWorkloadRoutes(model);
     const protocols = this.#opts.exportKernelProtocols ?? [];
     const fib = this.#opts.fib;
@@ -338,12 +344,14 @@ export class BgpNode {
   /** Local routes from workloads + exported kernel routes, aggregated into blocks when enabled. */
   #setLocal(workloads: string[], extra: string[], inSync: boolean): void {
     this.#lastLocal = { workloads, extra, inSync };
+    const exported = (routes: readonly string[]) => routes.filter((r) => !this.#noExport.some((pool) => cidrContains(pool, parseCidr(r))));
+    const others = [...extra, ...this.#serviceRoutes];
     if (!this.#opts.aggregateBlocks) {
-      this.setLocalRoutes([...new Set([...workloads, ...extra])].sort(), inSync);
+      this.setLocalRoutes([...new Set([...exported(workloads), ...others])].sort(), inSync);
       return;
     }
     const routes = aggregateRoutes(this.#affinities.confirmed(), workloads);
-    this.setLocalRoutes([...new Set([...routes, ...extra])].sort(), inSync && this.#affinitiesInSync);
+    this.setLocalRoutes([...new Set([...exported(routes), ...others])].sort(), inSync && this.#affinitiesInSync);
   }
 
   /** After an affinity change: re-aggregate the last local routes and update the blackholes. */
@@ -396,6 +404,11 @@ export class BgpNode {
     );
     this.#computeProblems = r.problems;
     for (const p of r.problems) this.#report(p.key, p.reason);
+    if (!sameJson(this.#serviceRoutes, r.serviceRoutes)) {
+      this.#serviceRoutes = r.serviceRoutes;
+      this.#log.info(`service ranges advertised: ${r.serviceRoutes.join(', ') || 'none'}`);
+      if (this.#lastLocal) this.#setLocal(this.#lastLocal.workloads, this.#lastLocal.extra, this.#lastLocal.inSync);
+    }
     if (!r.config) {
       if (this.#reason !== r.reason) this.#log.warn(`BGP speaker not running: ${r.reason ?? 'no configuration'}`);
       this.#reason = r.reason;

@@ -351,8 +351,9 @@ export class Calculator {
     // 5. Pools and Felix configuration.
     const pools: PoolInfo[] = [...(this.#byKind.get('ippools') ?? new Map<string, Resource>()).values()]
       .map((p) => {
-        const s = p.spec as { cidr: string; natOutgoing?: boolean; disabled?: boolean };
-        return { name: p.metadata.name, cidr: canonicalNet(s.cidr).cidr, natOutgoing: s.natOutgoing === true, disabled: s.disabled === true };
+        const s = p.spec as { cidr: string; natOutgoing?: boolean; disabled?: boolean; disableBGPExport?: boolean };
+        const info: PoolInfo = { name: p.metadata.name, cidr: canonicalNet(s.cidr).cidr, natOutgoing: s.natOutgoing === true, disabled: s.disabled === true };
+        return s.disableBGPExport === true ? { ...info, disableBGPExport: true as const } : info;
       })
       .sort((a, b) => byText(a.name, b.name));
     const felix = this.#felixConfig();

@@ -124,6 +124,8 @@ export interface PoolInfo {
   readonly cidr: string;
   readonly natOutgoing: boolean;
   readonly disabled: boolean;
+  /** IPPool disableBGPExport: routes inside the pool are not advertised. */
+  readonly disableBGPExport?: true;
 }
 
 /** Everything the dataplane needs, recomputed (cheaply, incrementally) from the datastore view. */

@@ -405,3 +405,32 @@ test('without aggregateBlocks, affinity updates are ignored (host routes, no bla
   assert.deepEqual(fib.blackholes, []);
   await node.stop();
 });
+
+test('service ranges from BGPConfiguration are advertised; workloads in a disableBGPExport pool are not', async () => {
+  const { node, speakers } = setup();
+  await node.start();
+  node.onUpdates([nodeUp('a', '10.0.0.1'), put('bgpconfigurations', 'default', 'BGPConfiguration', { serviceClusterIPs: [{ cidr: '10.96.0.0/12' }], serviceExternalIPs: [{ cidr: '192.0.2.7/24' }] })]);
+  node.onSyncStatus('InSync');
+  const m = model([[['10.65.0.1/32', '10.70.0.9/32'], []]]);
+  const withPools = (disable: boolean): DataplaneModel => ({
+    ...m,
+    pools: [
+      { name: 'p1', cidr: '10.65.0.0/16', natOutgoing: false, disabled: false },
+      { name: 'private', cidr: '10.70.0.0/16', natOutgoing: false, disabled: false, ...(disable ? { disableBGPExport: true as const } : {}) },
+    ],
+  });
+  node.onApplied(withPools(true), true);
+  await sleep(150);
+  await node.whenIdle();
+  const s = speakers[0]!;
+  const lastLocal = () => s.calls.filter((c) => c.startsWith('local:')).at(-1);
+  assert.equal(lastLocal(), 'local:10.65.0.1/32,10.96.0.0/12,192.0.2.0/24', 'service ranges (canonical) beside the workload route; the private pool\'s workload is kept home');
+  node.onApplied(withPools(false), true);
+  await sleep(20);
+  assert.equal(lastLocal(), 'local:10.65.0.1/32,10.70.0.9/32,10.96.0.0/12,192.0.2.0/24', 'export enabled again');
+  node.onUpdates([put('bgpconfigurations', 'default', 'BGPConfiguration', {})]);
+  await sleep(150);
+  await node.whenIdle();
+  assert.equal(lastLocal(), 'local:10.65.0.1/32,10.70.0.9/32', 'service ranges withdrawn with the configuration');
+  await node.stop('bye');
+});
