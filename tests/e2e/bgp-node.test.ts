@@ -147,6 +147,18 @@ describe('BGP on routecat nodes, with BIRD and a route reflector', { skip, timeo
     assert.ok(await pingFrom('wb', WA6, true), 'wb -> wa over IPv6');
   });
 
+  test('service ranges in BGPConfiguration reach the BIRD host from both routecat nodes (ECMP), and go when removed', async () => {
+    await lab.apply({ apiVersion: 'projectcalico.org/v3', kind: 'BGPConfiguration', metadata: { name: 'default' }, spec: { serviceClusterIPs: [{ cidr: '10.96.0.0/12' }] } });
+    const birdRoute = () => lab.lab.must(host('c').ns, 'ip', ['-4', 'route', 'show', '10.96.0.0/12']);
+    const r = await waitFor('10.96.0.0/12 on the BIRD host via a and b', async () => {
+      const text = await birdRoute();
+      return text.includes(`via ${A.ip}`) && text.includes(`via ${B.ip}`) ? text : undefined;
+    }, 20_000, logs);
+    assert.match(r, /nexthop via/, `one ECMP route: ${r}`);
+    await lab.apply({ apiVersion: 'projectcalico.org/v3', kind: 'BGPConfiguration', metadata: { name: 'default' }, spec: {} });
+    await waitFor('10.96.0.0/12 withdrawn', async () => (await birdRoute()).trim() === '', 20_000, logs);
+  });
+
   test('routecat status: IPv4/IPv6 BGP status tables with Established peers and prefix counts; -o json', async () => {
     let out = '';
     const run = (args: string[]) => main(['routecat', 'status', '--run-dir', host('a').runDir, ...args], {}, { out: (t) => (out += `${t}\n`), err: (t) => (out += `${t}\n`), readStdin: async () => '' });
