@@ -160,7 +160,9 @@ export async function startNode(config: ResolvedConfig, client: Etcd3): Promise<
   const metrics = new AgentMetrics();
   const prefix = String(v.interfacePrefix);
   const kernel = createKernelParts({ ifacePrefix: prefix });
-  const acl = createAclDataplane(v.dataplane as 'iptables' | 'nftables', { ifacePrefix: prefix, endpointToHostAction: 'Drop' });
+  const toHost = String(v.defaultEndpointToHostAction);
+  const endpointToHostAction = (toHost.charAt(0).toUpperCase() + toHost.slice(1)) as 'Drop' | 'Accept' | 'Return';
+  const acl = createAclDataplane(v.dataplane as 'iptables' | 'nftables', { ifacePrefix: prefix, endpointToHostAction });
   const calc = new Calculator({ hostname: name });
   const problems: Array<{ key: string; reason: string }> = [];
   // BGP: the FIB starts first so that our routes from before a restart are seen before the agent

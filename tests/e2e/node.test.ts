@@ -294,5 +294,21 @@ for (const dataplane of ['iptables', 'nftables'] as const) {
       const out = ping.output();
       assert.match(out, /50 packets transmitted, 50 received/, out.slice(-300));
     });
+
+    test('workload to its own host: dropped by default; --default-endpoint-to-host-action accept lets it in', async () => {
+      const h1 = lab.hosts.get('h1')!;
+      const hostListener = lab.listen(h1.ns, [8083]);
+      listeners.push(hostListener);
+      await hostListener.waitFor(/listening/, 10_000);
+      assert.equal(await lab.tcp(w('a1').ns, h1.ip, 8083), false, 'Calico\'s default: a workload cannot reach its host');
+      await lab.stopAgent('h1');
+      lab.startAgent('h1', ['--default-endpoint-to-host-action', 'accept']);
+      await lab.waitApplied('0', 30_000);
+      assert.ok(await lab.eventually(() => lab.tcp(w('a1').ns, h1.ip, 8083)), 'accepted after the workload\'s egress policy');
+      await lab.stopAgent('h1');
+      lab.startAgent('h1');
+      await lab.waitApplied('0', 30_000);
+      assert.equal(await lab.tcp(w('a1').ns, h1.ip, 8083), false, 'and dropped again with the default');
+    });
   });
 }
