@@ -305,6 +305,27 @@ for (const backend of ['iptables', 'nftables'] as const satisfies readonly AclKi
       assert.equal(await ping(ns.w1, EXT_V4), false);
     });
 
+    test('an all-interfaces host endpoint (interfaceName *) polices traffic to the host, except failsafe ports and loopback', async () => {
+      const hostServer = lab.spawn(host, process.execPath, ['-e', `const net=require('node:net');let up=0;for(const p of [22,8088])net.createServer((s)=>{s.on('error',()=>{});s.end('ok\\n')}).listen(p,'::',()=>{if(++up===2)console.log('ready')})`]);
+      servers.push(hostServer);
+      await hostServer.waitFor(/ready/, 10_000);
+      assert.equal(await connect(ns.ext, '192.168.100.1', 8088), 'open', 'before: the host is open');
+      const m = buildModel();
+      const hep: LocalEndpoint = {
+        id: 'hep/lab-host-any', type: 'host', name: 'lab-host-any', iface: '*', ipv4Nets: [], ipv6Nets: [], allowSpoofedSourcePrefixes: [], labels: {},
+        ingress: { tiers: [], profiles: [] }, egress: { tiers: [], profiles: [] },
+      };
+      const withHep: DataplaneModel = { ...m, endpoints: new Map([...m.endpoints, [hep.id, hep]]), failsafeInbound: [{ protocol: 'tcp', port: 22 }] };
+      await apply(withHep);
+      assert.equal(await connect(ns.ext, '192.168.100.1', 8088), 'timeout', 'no policy allows it: dropped');
+      assert.equal(await ping(ns.ext, '192.168.100.1'), false);
+      assert.equal(await connect(ns.ext, '192.168.100.1', 22), 'open', 'failsafe port');
+      assert.equal(await connect(host, '127.0.0.1', 8088), 'open', 'loopback is not policed');
+      assert.equal(await reachable(ns.w1, W.w2.v4), true, 'forwarded workload traffic is not host endpoint traffic');
+      await apply(buildModel());
+      assert.equal(await connect(ns.ext, '192.168.100.1', 8088), 'open', 'the host endpoint gone: open again');
+    });
+
     test('inSync false keeps stale chains; cleanup removes everything of ours', async () => {
       await apply(buildModel({ w2Tiers: [{ tier: 'security', policies: [WEB_ONLY] }] }));
       const stale = policyChainName(WEB_ONLY, 'ingress');

@@ -10,6 +10,7 @@ import {
   AclCompileCache,
   chainTargets,
   compileAclModel,
+  endpointChainName,
   createAclDataplane,
   ipSetName,
   MAX_CHAIN_NAME,
@@ -502,11 +503,23 @@ describe('acl compile', () => {
     assert.equal(portChunks(Array.from({ length: 8 }, (_, i) => ({ first: i * 10, last: i * 10 + 5 }))).length, 2);
   });
 
-  test("host endpoints with iface '*' are skipped and reported", () => {
-    const m = model({ endpoints: [{ ...workload(9, {}), id: 'hep/all', type: 'host', iface: '*' }], policies: [] });
+  test("a host endpoint with iface '*' takes every interface no other names, except loopback; a second one is skipped", () => {
+    const hep = (id: string, iface: string) => ({ ...workload(9, {}), id, type: 'host' as const, iface });
+    const m = model({ endpoints: [hep('hep/all', '*'), hep('hep/all2', '*'), hep('hep/eth1', 'eth1')], policies: [] });
     const rs = compileAclModel(m, { ifacePrefix: 'cali', endpointToHostAction: 'Drop', ipv6: true });
-    assert.ok(rs.skipped.some((s) => s.includes('hep/all')));
-    assert.ok(!rs.chains.some((c) => c.name.startsWith('rc-fh-')));
+    assert.deepEqual(rs.skipped, ['hep/all2: hep/all is already the all-interfaces host endpoint']);
+    const dispatch = rs.chains.find((c) => c.name === 'rc-from-hep-dispatch')!.rules;
+    const anyChain = endpointChainName('fh', { id: 'hep/all', iface: '*' });
+    assert.deepEqual(
+      dispatch.map((r) => [r.match, r.action]),
+      [
+        [{}, { kind: 'dispatch', key: 'iif', targets: [{ iface: 'eth1', chain: 'rc-fh-eth1' }] }],
+        [{ iif: 'lo' }, { kind: 'return' }],
+        [{}, { kind: 'goto', chain: anyChain }],
+      ],
+      'named interfaces first, loopback left alone, then the all-interfaces endpoint',
+    );
+    assert.ok(rs.chains.some((c) => c.name === anyChain), 'its chain exists');
   });
 });
 

@@ -556,13 +556,18 @@ class Compiler {
     const pfx = `${this.opts.ifacePrefix}+`;
     const workloads: LocalEndpoint[] = [];
     const hosts: LocalEndpoint[] = [];
+    /** Calico's all-interfaces host endpoint (`interfaceName: '*'`): every host interface no other one names. */
+    let anyIface: LocalEndpoint | undefined;
     const seenIfaces = new Map<string, string>();
     const endpoints = [...this.model.endpoints.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
     for (const ep of endpoints) {
-      if (ep.type === 'host' && (ep.iface === '' || ep.iface === '*')) {
-        // All-interfaces host endpoints (Calico's `interfaceName: '*'`) need per-address matching
-        // rather than interface dispatch; they are not programmed by this dataplane.
-        this.skipped.push(`${ep.id}: host endpoint without a specific interface is not programmed`);
+      if (ep.type === 'host' && ep.iface === '*') {
+        if (anyIface) this.skipped.push(`${ep.id}: ${anyIface.id} is already the all-interfaces host endpoint`);
+        else anyIface = ep;
+        continue;
+      }
+      if (ep.type === 'host' && ep.iface === '') {
+        this.skipped.push(`${ep.id}: host endpoint without an interface name (use '*' for all interfaces) is not programmed`);
         continue;
       }
       if (!/^[^\s/:"'\\+*]{1,15}$/.test(ep.iface)) {
@@ -611,7 +616,7 @@ class Compiler {
       { match: { iif: pfx }, action: { kind: 'goto', chain: CHAIN.wlToHost } },
     ];
     const outputRules: AclRule[] = [{ match: { oif: pfx }, action: RETURN }];
-    if (hosts.length > 0) {
+    if (hosts.length > 0 || anyIface) {
       inputRules.push({ match: {}, action: { kind: 'goto', chain: CHAIN.fromHepDispatch } });
       outputRules.push({ match: {}, action: { kind: 'goto', chain: CHAIN.toHepDispatch } });
     }
@@ -652,15 +657,24 @@ class Compiler {
     this.add({ name: CHAIN.fromWlDispatch, table: 'filter', rules: dispatchRules('iif', fromWl, DROP) });
     this.add({ name: CHAIN.toWlDispatch, table: 'filter', rules: dispatchRules('oif', toWl, DROP) });
 
-    // Host endpoints: interfaces not listed are left alone (no default action).
-    if (hosts.length > 0) {
+    // Host endpoints: interfaces not listed are left alone (no default action), unless there is
+    // an all-interfaces one: it takes every interface but loopback (the host's own local
+    // services, routecat's proxy and health ports among them, are never policed).
+    if (hosts.length > 0 || anyIface) {
       const fromHep: DispatchTarget[] = [];
       const toHep: DispatchTarget[] = [];
-      for (const ep of hosts) {
+      let fallbackIn: AclAction | null = null;
+      let fallbackOut: AclAction | null = null;
+      for (const ep of anyIface ? [...hosts, anyIface] : hosts) {
         const fh = endpointChainName('fh', ep);
         const th = endpointChainName('th', ep);
-        fromHep.push({ iface: ep.iface, chain: fh });
-        toHep.push({ iface: ep.iface, chain: th });
+        if (ep === anyIface) {
+          fallbackIn = { kind: 'goto', chain: fh };
+          fallbackOut = { kind: 'goto', chain: th };
+        } else {
+          fromHep.push({ iface: ep.iface, chain: fh });
+          toHep.push({ iface: ep.iface, chain: th });
+        }
         const conntrack: AclRule[] = [
           { match: { ctState: ['invalid'] }, action: DROP },
           { match: { ctState: ['related', 'established'] }, action: ACCEPT },
@@ -678,8 +692,9 @@ class Compiler {
           ...this.policyRules(ep.egress, 'egress', 'accept'),
         ]);
       }
-      this.add({ name: CHAIN.fromHepDispatch, table: 'filter', rules: dispatchRules('iif', fromHep, null) });
-      this.add({ name: CHAIN.toHepDispatch, table: 'filter', rules: dispatchRules('oif', toHep, null) });
+      const loopback = (key: 'iif' | 'oif'): AclRule[] => (anyIface ? [{ match: { [key]: 'lo' }, action: RETURN }] : []);
+      this.add({ name: CHAIN.fromHepDispatch, table: 'filter', rules: [...dispatchRules('iif', fromHep, null), ...loopback('iif'), ...(fallbackIn ? [{ match: {}, action: fallbackIn }] : [])] });
+      this.add({ name: CHAIN.toHepDispatch, table: 'filter', rules: [...dispatchRules('oif', toHep, null), ...loopback('oif'), ...(fallbackOut ? [{ match: {}, action: fallbackOut }] : [])] });
       this.add({ name: CHAIN.failsafeIn, table: 'filter', rules: failsafeRules(this.model.failsafeInbound) });
       this.add({ name: CHAIN.failsafeOut, table: 'filter', rules: failsafeRules(this.model.failsafeOutbound) });
     }
