@@ -254,6 +254,8 @@ export function computeBgp(nodeName: string, resources: BgpResources, opts: BgpO
       }
       const baseKind: PeerKind = s.node === undefined && s.nodeSelector === undefined ? 'global' : 'node-specific';
       const maxRestart = seconds(s.maxRestartTime);
+      // BIRD's keepalive time; the hold time we offer is three of them, as RFC 4271 suggests.
+      const keepalive = seconds(s.keepaliveTime);
       const keepNextHop = s.keepOriginalNextHop === true || s.nextHopMode === 'Keep';
       const add = (address: string, port: number, asn: number, peerCluster: string | undefined, kind: PeerKind): void => {
         if (ownAddresses.has(address)) return; // never peer with ourselves
@@ -271,6 +273,7 @@ export function computeBgp(nodeName: string, resources: BgpResources, opts: BgpO
           ...(client ? { routeReflectorClient: true } : {}),
           ...(keepNextHop ? { keepOriginalNextHop: true } : {}),
           ...(maxRestart !== undefined ? { maxRestartTimeSec: maxRestart } : {}),
+          ...(keepalive !== undefined && keepalive > 0 ? { holdTimeSec: Math.max(3, keepalive * 3) } : {}),
           source: key,
         });
       };

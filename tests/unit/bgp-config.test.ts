@@ -107,13 +107,13 @@ test('global, node and nodeSelector BGPPeers; peerIP with port', () => {
   const nodes = [node('a', { ipv4Address: '10.0.0.1/24' }, { rack: 'r1' }), node('b', { ipv4Address: '10.0.0.2/24' }, { rack: 'r2' })];
   const bgpPeers = [
     peer('tor-global', { peerIP: '10.0.0.254', asNumber: 65000 }),
-    peer('a-only', { node: 'a', peerIP: '10.0.0.253:1179', asNumber: 65001, keepOriginalNextHop: true, maxRestartTime: '90s' }),
+    peer('a-only', { node: 'a', peerIP: '10.0.0.253:1179', asNumber: 65001, keepOriginalNextHop: true, maxRestartTime: '90s', keepaliveTime: '10s' }),
     peer('rack2', { nodeSelector: "rack == 'r2'", peerIP: '10.0.0.252', asNumber: 65002 }),
   ];
   const cfgs = [bgpConfig('default', { nodeToNodeMeshEnabled: false })];
   const a = computeBgp('a', res({ nodes, bgpPeers, bgpConfigs: cfgs }));
   assert.deepEqual(a.peers, [
-    { id: '10.0.0.253:1179', address: '10.0.0.253', port: 1179, asn: 65001, kind: 'node-specific', localAddress: '10.0.0.1', keepOriginalNextHop: true, maxRestartTimeSec: 90, source: 'BGPPeer/a-only' },
+    { id: '10.0.0.253:1179', address: '10.0.0.253', port: 1179, asn: 65001, kind: 'node-specific', localAddress: '10.0.0.1', keepOriginalNextHop: true, maxRestartTimeSec: 90, holdTimeSec: 30, source: 'BGPPeer/a-only' },
     { id: '10.0.0.254', address: '10.0.0.254', asn: 65000, kind: 'global', localAddress: '10.0.0.1', source: 'BGPPeer/tor-global' },
   ]);
   const b = computeBgp('b', res({ nodes, bgpPeers, bgpConfigs: cfgs }));
