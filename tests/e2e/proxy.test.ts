@@ -393,6 +393,8 @@ test('proxy: `routecat proxy --listen ... --etcd-endpoints ...` serves etcdctl a
     return res.status === 200 ? ((await res.json()) as { ready: boolean; caches: Array<{ prefix: string; status: string }> }) : undefined;
   }, 10_000, () => logs);
   assert.deepEqual(readiness.caches.map((c) => [c.prefix, c.status]), [['/calico/', 'InSync']]);
+  // Ready: now a serializable get is the cache's to answer.
+  assert.equal(await etcdctlAt(`127.0.0.1:${port}`, ['get', '--consistency=s', '/calico/pre/a', '--print-value-only']), 'one\n');
   const metrics = await (await fetch(`http://127.0.0.1:${healthPort}/metrics`)).text();
   const keys = Number(JSON.parse(await direct('get', '--prefix', '/calico/', '--keys-only', '-w', 'json')).count ?? 0);
   assert.match(metrics, new RegExp(`^routecat_proxy_cache_keys\\{prefix="/calico/"\\} ${keys}$`, 'm'));
