@@ -473,36 +473,18 @@ type CaseKind = 'ingest' | 'reflect' | 'kernel';
 
 function birdConf(kind: CaseKind, peers: readonly string[]): string {
   const head = ['log stderr { warning, error, fatal, bug };', `router id ${DUT_ADDR};`, 'protocol device { scan time 10; }'];
-  if (kind === 'kernel') {
-    // BGP -> master4 -> the kernel's main table (proto bird); learn, merge paths, scan time: defaults.
-    return [
-      ...head,
-      'protocol kernel { ipv4 { export all; }; }',
-      `protocol bgp feeder {
+  // One passive feeder session; into the kernel, BGP -> master4 -> the main table (proto bird)
+  // with learn, merge paths and scan time at their defaults.
+  const feeder = (ipv4: string) => `protocol bgp feeder {
   local ${DUT_ADDR} as ${BENCH_AS};
   neighbor ${peers[0]} as ${BENCH_AS};
   passive on;
   direct;
   hold time ${HOLD};
-  ipv4 { import all; export none; gateway direct; };
-}`,
-      '',
-    ].join('\n');
-  }
-  if (kind === 'ingest') {
-    return [
-      ...head,
-      `protocol bgp feeder {
-  local ${DUT_ADDR} as ${BENCH_AS};
-  neighbor ${peers[0]} as ${BENCH_AS};
-  passive on;
-  direct;
-  hold time ${HOLD};
-  ipv4 { import all; export none; };
-}`,
-      '',
-    ].join('\n');
-  }
+  ipv4 { ${ipv4} };
+}`;
+  if (kind === 'kernel') return [...head, 'protocol kernel { ipv4 { export all; }; }', feeder('import all; export none; gateway direct;'), ''].join('\n');
+  if (kind === 'ingest') return [...head, feeder('import all; export none;'), ''].join('\n');
   return [
     ...head,
     `template bgp rrc {

@@ -115,10 +115,6 @@ export class WatchSession {
     call.on('error', () => this.close(false));
   }
 
-  get localWatchers(): number {
-    return [...this.watchers.values()].filter((w) => w.local).length;
-  }
-
   private send(r: WatchResponse): void {
     if (!this.closed) this.sendBytes(WATCH.encodeResponse(r));
   }

@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { main } from '../../src/cli/main.ts';
-import { startEtcd, freePort, type EtcdServer } from '../helpers/etcd.ts';
+import { startEtcd, freePort, run, type EtcdServer } from '../helpers/etcd.ts';
 import { waitFor, waitUntil } from '../helpers/wait.ts';
 import { startProxy, type RunningProxy } from '../../src/proxy/server.ts';
 import { Upstream } from '../../src/proxy/upstream.ts';
@@ -26,23 +26,8 @@ let proxyEndpoint: string;
 let dir: string;
 const children = new Set<ChildProcess>();
 
-function etcdctlAt(endpoint: string, args: string[], stdin = ''): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('etcdctl', ['--endpoints', endpoint, ...args], { env: { ...process.env, ETCDCTL_API: '3' }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`etcdctl ${args.join(' ')} at ${endpoint} exited ${code}: ${err.trim()}`));
-    });
-    child.stdin.end(stdin);
-  });
-}
+const etcdctlAt = (endpoint: string, args: string[], stdin?: string): Promise<string> =>
+  run('etcdctl', ['--endpoints', endpoint, ...args], { ...process.env, ETCDCTL_API: '3' }, 15_000, stdin);
 const viaProxy = (...args: string[]) => etcdctlAt(proxyEndpoint, args);
 const direct = (...args: string[]) => etcdctlAt(etcd.endpoint, args);
 

@@ -39,14 +39,16 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 15_000): Promise<string> {
+/** Runs a command to completion: its stdout, or an error with its stderr. `stdin` is fed to it when given. */
+export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs = 15_000, stdin?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(cmd, args, { env, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    if (stdin !== undefined) child.stdin!.end(stdin);
     let out = '';
     let err = '';
     const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.stdout.on('data', (d) => (out += d));
-    child.stderr.on('data', (d) => (err += d));
+    child.stdout!.on('data', (d) => (out += d));
+    child.stderr!.on('data', (d) => (err += d));
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);

@@ -2,7 +2,7 @@
  * /liveness and /readiness, as Felix serves them: 200 when good, 503 with the reasons when not.
  * Readiness = the datastore is InSync and the first complete apply has finished.
  */
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Registry } from 'prom-client';
 
 export interface HealthState {
@@ -15,10 +15,7 @@ export async function startHealthServer(host: string, port: number, state: Healt
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (metrics && path === '/metrics') {
-      metrics.metrics().then(
-        (text) => res.writeHead(200, { 'content-type': metrics.contentType }).end(text),
-        (err: unknown) => res.writeHead(500).end(String(err)),
-      );
+      sendMetrics(metrics, res);
       return;
     }
     const check = path === '/liveness' ? state.live() : path === '/readiness' ? state.ready() : undefined;
@@ -30,6 +27,14 @@ export async function startHealthServer(host: string, port: number, state: Healt
   });
   await listen(server, { host, port });
   return server;
+}
+
+/** Answers a /metrics request with the registry's exposition (500 with the error if it fails). */
+export function sendMetrics(registry: Registry, res: ServerResponse): void {
+  registry.metrics().then(
+    (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
+    (err: unknown) => res.writeHead(500).end(String(err)),
+  );
 }
 
 export function listen(server: Server, where: { host: string; port: number } | { path: string }): Promise<void> {

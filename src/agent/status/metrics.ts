@@ -2,7 +2,7 @@
 import { createServer, type Server } from 'node:http';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { PeerState, SpeakerStatus } from '../../bgp/speaker-api.ts';
-import { listen } from './health.ts';
+import { listen, sendMetrics } from './health.ts';
 
 const PEER_STATES: readonly PeerState[] = ['Idle', 'Connect', 'Active', 'OpenSent', 'OpenConfirm', 'Established'];
 
@@ -59,10 +59,7 @@ export async function serveMetrics(registry: Registry, host: string, port: numbe
       res.writeHead(404).end('try /metrics\n');
       return;
     }
-    registry.metrics().then(
-      (text) => res.writeHead(200, { 'content-type': registry.contentType }).end(text),
-      (err: unknown) => res.writeHead(500).end(String(err)),
-    );
+    sendMetrics(registry, res);
   });
   await listen(server, { host, port });
   return server;
